@@ -1,0 +1,69 @@
+# zlora — build, test and demo. `make` builds ./zlora; `make test` runs every test (plain and under
+# ASan+UBSan, plus bounded fuzzing); `make demo` shows the toolbox. Both install missing packages first.
+CC      ?= cc
+CLANG   ?= clang
+OPT     ?= -O2
+WERROR  ?= -Werror
+CFLAGS  ?= $(OPT) -g
+BLAS_INC = -I/usr/include/x86_64-linux-gnu/openblas-pthread
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fopenmp $(BLAS_INC) -Isrc $(CFLAGS)
+LDLIBS  = -lcjson -llapacke -lopenblas -lm -lpthread -fopenmp
+
+LIB_SRC  = $(sort $(filter-out src/cli/main.c,$(wildcard src/*/*.c)))
+CLI_SRC  = src/cli/main.c
+TEST_SRC = $(sort $(wildcard tests/test_*.c))
+HDRS     = $(wildcard src/*/*.h) tests/test.h
+
+BUILD ?= build
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+.PHONY: all deps test test-plain test-asan fuzz demo clean clang check-deps
+all: zlora
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libzlora.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+zlora: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_zlora: $(TEST_SRC) tests/test_main.c $(BUILD)/libzlora.a $(HDRS)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $(filter %.c,$^) $(BUILD)/libzlora.a $(LDLIBS)
+
+deps:
+	@sh scripts/deps.sh
+
+# The sanitizer build lives in build-asan/ and never mixes with the optimised objects.
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+test: deps
+	@$(MAKE) --no-print-directory test-plain
+	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory fuzz
+	@sh tests/summary.sh
+
+test-plain: zlora $(BUILD)/test_zlora
+	@ZLORA=./zlora sh tests/run.sh $(BUILD)/test_zlora plain
+
+test-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" build-asan/test_zlora zlora-asan
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ZLORA=./build-asan/zlora sh tests/run.sh build-asan/test_zlora asan
+
+zlora-asan: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
+	$(CC) $(ALL_CFLAGS) -o $(BUILD)/zlora $^ $(LDLIBS)
+
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz:
+	@sh tests/fuzz/run.sh "$(CLANG)" "$(FUZZ_SECONDS)" $(FUZZ_TARGETS)
+
+demo: deps zlora
+	@sh scripts/demo.sh
+
+clean:
+	rm -rf build build-asan build-fuzz zlora

@@ -1,0 +1,8 @@
+/* cli.h — subcommand entry points (argv[0] is the subcommand name) and shared CLI helpers. */
+#ifndef ZL_CLI_H
+#define ZL_CLI_H
+int zl_cmd_lora(int argc, char **argv);
+int zl_cmd_info(int argc, char **argv);
+/* Prints "error: <zl_last_error()>" and returns exit code 1. */
+int zl_cli_fail(void);
+#endif

@@ -1,0 +1,45 @@
+/* main.c — the zlora command line: git-style subcommands. */
+#include <stdio.h>
+#include <string.h>
+#include "base/base.h"
+#include "cli/cli.h"
+
+typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
+
+static const command commands[] = {
+    {"lora", zl_cmd_lora, "inspect, check, convert, merge and resize LoRA files"},
+    {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "zlora %s — train and use LoRAs for the Z-Image family, in one C program\n\n", ZL_VERSION);
+    fprintf(f, "usage: zlora <command> [options]   (zlora <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-10s %s\n", "help", "this text");
+    fprintf(f, "\noptions: --version, -q (quiet), -v (verbose)\n");
+}
+
+int main(int argc, char **argv) {
+    while (argc > 1 && (strcmp(argv[1], "-q") == 0 || strcmp(argv[1], "-v") == 0)) {
+        zl_log_level = argv[1][1] == 'q' ? 0 : 2;
+        argv++; argc--;
+    }
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc >= 3 && strcmp(argv[1], "help") == 0) {
+            char *sub[] = {argv[2], "--help", NULL};
+            for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+                if (strcmp(commands[i].name, argv[2]) == 0) return commands[i].fn(2, sub);
+        }
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("zlora %s\n", ZL_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(commands[i].name, argv[1]) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s' (see 'zlora help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,55 @@
+/* test.h — a tiny test harness: TEST(name) { ... CHECK(cond); CHECK_NEAR(a,b,tol); } registers a test.
+ * The runner (tests/test_main.c) runs all (or those whose name contains argv[1]) and ends with the
+ * line "N passed, N failed" that CI reads. A failed CHECK marks the test failed and returns from it. */
+#ifndef ZL_TEST_H
+#define ZL_TEST_H
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*zl_test_fn)(int *failed);
+void zl_test_register(const char *name, zl_test_fn fn);
+
+#define TEST(name)                                                                      \
+    static void test_##name(int *zl_failed_);                                         \
+    __attribute__((constructor)) static void reg_##name(void) { zl_test_register(#name, test_##name); } \
+    static void test_##name(int *zl_failed_)
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);  \
+            *zl_failed_ = 1;                                                            \
+            return;                                                                     \
+        }                                                                               \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                            \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                               \
+            fputc('\n', stderr);                                                        \
+            *zl_failed_ = 1;                                                            \
+            return;                                                                     \
+        }                                                                               \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                           \
+    do {                                                                                \
+        double a_ = (a), b_ = (b);                                                      \
+        if (!(fabs(a_ - b_) <= (tol))) {                                                \
+            fprintf(stderr, "  %s:%d: %s = %.9g, expected %s = %.9g (tol %g)\n", __FILE__, \
+                    __LINE__, #a, a_, #b, b_, (double)(tol));                           \
+            *zl_failed_ = 1;                                                            \
+            return;                                                                     \
+        }                                                                               \
+    } while (0)
+
+/* Scratch directory for files a test writes (created by the runner, one per run). */
+const char *zl_test_dir(void);
+/* Path to the zlora binary under test (env ZLORA, default ./zlora). */
+const char *zl_test_bin(void);
+/* Runs a shell command, capturing stdout into *out (malloc'd, may be NULL) and returning the exit code. */
+int zl_test_run(const char *cmd, char **out);
+
+#endif

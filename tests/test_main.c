@@ -1,0 +1,62 @@
+/* test_main.c — the runner for tests registered with TEST(). Usage: test_zlora [filter] */
+
+#include "test.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct { const char *name; zl_test_fn fn; } entry;
+static entry tests[1024];
+static int ntests;
+static char tmpdir[512];
+
+void zl_test_register(const char *name, zl_test_fn fn) {
+    if (ntests < 1024) tests[ntests++] = (entry){name, fn};
+}
+const char *zl_test_dir(void) { return tmpdir; }
+const char *zl_test_bin(void) { const char *b = getenv("ZLORA"); return b && *b ? b : "./zlora"; }
+
+int zl_test_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + len, 1, cap - len - 1, p)) > 0) {
+        len += r;
+        if (len + 1 == cap) { cap *= 2; b = realloc(b, cap); }
+    }
+    b[len] = 0;
+    int st = pclose(p);
+    if (out) *out = b; else free(b);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int cmp(const void *a, const void *b) { return strcmp(((const entry *)a)->name, ((const entry *)b)->name); }
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    const char *base = getenv("ZL_TEST_TMP");
+    snprintf(tmpdir, sizeof tmpdir, "%s/zlora-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 2; }
+    qsort(tests, (size_t)ntests, sizeof(entry), cmp);
+    int passed = 0, failed = 0;
+    for (int i = 0; i < ntests; i++) {
+        if (filter && !strstr(tests[i].name, filter)) continue;
+        int f = 0;
+        fprintf(stderr, "test %-48s ", tests[i].name);
+        fflush(stderr);
+        tests[i].fn(&f);
+        fprintf(stderr, "%s\n", f ? "FAIL" : "ok");
+        if (f) failed++; else passed++;
+    }
+    if (!getenv("ZL_KEEP_TMP")) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd)) {}
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
