@@ -38,9 +38,16 @@ static int cmp_info(const void *a, const void *b) {
     return strcmp(((const zl_tensor_info *)a)->name, ((const zl_tensor_info *)b)->name);
 }
 
-static void add_meta(zl_st *st, const char *k, const char *v) {
-    for (int i = 0; i < st->nmeta; i++)
-        if (strcmp(st->mkeys[i], k) == 0) return; /* first shard wins */
+static int cmp_cjson_key(const void *a, const void *b) {
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* Adds one metadata entry. `check` asks for the linear duplicate search (needed only when merging the
+ * metadata of a later shard; within one header duplicates are rejected beforehand). */
+static void add_meta(zl_st *st, const char *k, const char *v, int check) {
+    if (check)
+        for (int i = 0; i < st->nmeta; i++)
+            if (strcmp(st->mkeys[i], k) == 0) return; /* first shard wins */
     st->mkeys = zl_xrealloc(st->mkeys, sizeof(char *) * (size_t)(st->nmeta + 1));
     st->mvals = zl_xrealloc(st->mvals, sizeof(char *) * (size_t)(st->nmeta + 1));
     st->mkeys[st->nmeta] = zl_xstrdup(k);
@@ -71,10 +78,10 @@ static int parse_shard(zl_st *st, int si, const char *label) {
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | sh->bytes[i];
     if (hl < 2) return zl_err("%s: header length %llu is too small (file is corrupt or not safetensors)", label, (unsigned long long)hl);
+    if (hl > MAX_HEADER) return zl_err("%s: header length %llu exceeds the 100 MB limit", label, (unsigned long long)hl);
     if (hl > sh->size - 8)
         return zl_err("%s: header length %llu runs past the end of the file (%zu bytes): truncated download?",
                       label, (unsigned long long)hl, sh->size);
-    if (hl > MAX_HEADER) return zl_err("%s: header length %llu exceeds the 100 MB limit", label, (unsigned long long)hl);
     const char *hdr = (const char *)sh->bytes + 8;
     if (memchr(hdr, 0, hl)) return zl_err("%s: header contains a NUL byte (not safetensors JSON)", label);
     if (!zl_utf8_valid(hdr, hl)) return zl_err("%s: header is not valid UTF-8", label);
@@ -92,16 +99,34 @@ static int parse_shard(zl_st *st, int si, const char *label) {
     const uint8_t *data = sh->bytes + 8 + hl;
     int count = cJSON_GetArraySize(root);
     range *rg = zl_xcalloc((size_t)count + 1, sizeof(range));
-    int nr = 0, rc = -1;
+    int nr = 0, rc = -1, seen_meta = 0;
     for (cJSON *it = root->child; it; it = it->next) {
         const char *name = it->string;
         if (!name) { zl_err("%s: header entry without a name", label); goto out; }
         if (strcmp(name, "__metadata__") == 0) {
+            if (seen_meta) { zl_err("%s: duplicate key \"__metadata__\" in the header", label); goto out; }
+            seen_meta = 1;
             if (!cJSON_IsObject(it)) { zl_err("%s: __metadata__ is not an object", label); goto out; }
+            int nm = cJSON_GetArraySize(it), k = 0;
+            const cJSON **ms = zl_xcalloc((size_t)nm + 1, sizeof *ms);
             for (cJSON *m = it->child; m; m = m->next) {
-                if (!cJSON_IsString(m)) { zl_err("%s: __metadata__ value of \"%s\" is not a string", label, m->string); goto out; }
-                add_meta(st, m->string, m->valuestring);
+                if (!cJSON_IsString(m)) {
+                    zl_err("%s: __metadata__ value of \"%s\" is not a string", label, m->string);
+                    free(ms);
+                    goto out;
+                }
+                ms[k++] = m;
             }
+            qsort(ms, (size_t)k, sizeof *ms, cmp_cjson_key);
+            for (int i = 1; i < k; i++)
+                if (strcmp(ms[i]->string, ms[i - 1]->string) == 0) {
+                    zl_err("%s: duplicate __metadata__ key \"%s\"", label, ms[i]->string);
+                    free(ms);
+                    goto out;
+                }
+            int check = st->nmeta > 0;
+            for (cJSON *m = it->child; m; m = m->next) add_meta(st, m->string, m->valuestring, check);
+            free(ms);
             continue;
         }
         if (!cJSON_IsObject(it)) { zl_err("%s: tensor \"%s\": entry is not an object", label, name); goto out; }
@@ -119,14 +144,16 @@ static int parse_shard(zl_st *st, int si, const char *label) {
         ti.ndim = cJSON_GetArraySize(js);
         if (ti.ndim > ZL_MAX_DIMS) { zl_err("%s: tensor \"%s\": %d dimensions (max %d)", label, name, ti.ndim, ZL_MAX_DIMS); goto out; }
         uint64_t ne = 1;
-        int k = 0, overflow = 0;
+        int k = 0, overflow = 0, zero = 0;
         for (cJSON *d = js->child; d; d = d->next, k++) {
             uint64_t v;
             if (json_u64(d, &v)) { zl_err("%s: tensor \"%s\": shape entry is not a non-negative integer", label, name); goto out; }
             ti.shape[k] = (int64_t)v;
-            if (v && ne > UINT64_MAX / v) overflow = 1;
-            ne *= v;
+            if (v == 0) zero = 1;
+            else if (ne > UINT64_MAX / v) overflow = 1;
+            else ne *= v;
         }
+        if (zero) { ne = 0; overflow = 0; }
         uint64_t b, e;
         if (cJSON_GetArraySize(jo) != 2 || json_u64(jo->child, &b) || json_u64(jo->child->next, &e)) {
             zl_err("%s: tensor \"%s\": data_offsets must be two non-negative integers", label, name);
@@ -175,13 +202,14 @@ out:
 }
 
 static int finish(zl_st *st) {
-    qsort(st->t, (size_t)st->n, sizeof(zl_tensor_info), cmp_info);
+    if (st->n) qsort(st->t, (size_t)st->n, sizeof(zl_tensor_info), cmp_info); /* st->t is NULL when empty */
     for (int i = 1; i < st->n; i++)
         if (strcmp(st->t[i].name, st->t[i - 1].name) == 0) {
-            if (st->nshards > 1)
+            if (st->t[i].shard != st->t[i - 1].shard)
                 return zl_err("%s: tensor \"%s\" appears twice (in %s and %s)", st->path, st->t[i].name,
                               st->shards[st->t[i - 1].shard].path, st->shards[st->t[i].shard].path);
-            return zl_err("%s: duplicate tensor name \"%s\" in the header", st->path, st->t[i].name);
+            return zl_err("%s: duplicate tensor name \"%s\" in the header", st->shards[st->t[i].shard].path,
+                          st->t[i].name);
         }
     return 0;
 }
@@ -220,7 +248,7 @@ static char *dirname_of(const char *path) {
     const char *s = strrchr(path, '/');
     if (!s) return zl_xstrdup(".");
     char *d = zl_xstrdup(path);
-    d[s - path ? s - path : 1] = 0;
+    d[(s > path) ? (size_t)(s - path) : 1] = 0;
     return d;
 }
 
@@ -364,6 +392,7 @@ int zl_st_count(const zl_st *st) { return st->n; }
 const zl_tensor_info *zl_st_tensor(const zl_st *st, int i) { return i >= 0 && i < st->n ? &st->t[i] : NULL; }
 const zl_tensor_info *zl_st_find(const zl_st *st, const char *name) {
     zl_tensor_info key = {.name = name};
+    if (!st->n) return NULL;
     return bsearch(&key, st->t, (size_t)st->n, sizeof key, cmp_info);
 }
 const char *zl_st_path(const zl_st *st) { return st->path; }
@@ -392,7 +421,21 @@ float *zl_st_read_f32(const zl_st *st, const zl_tensor_info *t) {
     if (zl_mul_size((size_t)t->nelem, sizeof(float), &bytes)) { zl_err("tensor too large"); return NULL; }
     float *d = zl_try_malloc(bytes);
     if (!d) return NULL;
-    zl_to_f32(d, t->data, t->dtype, (size_t)t->nelem);
+    size_t es = zl_dtype_size(t->dtype), n = (size_t)t->nelem;
+    if ((uintptr_t)t->data % es == 0) {
+        zl_to_f32(d, t->data, t->dtype, n);
+    } else {
+        /* The data area starts wherever the header ends, so a file whose header length is not a multiple
+         * of 8 leaves tensors misaligned for their type: convert through an aligned bounce buffer. */
+        uint64_t tmp[512];
+        size_t chunk = sizeof tmp / es;
+        const uint8_t *src = t->data;
+        for (size_t i = 0; i < n; i += chunk) {
+            size_t m = n - i < chunk ? n - i : chunk;
+            memcpy(tmp, src + i * es, m * es);
+            zl_to_f32(d + i, tmp, t->dtype, m);
+        }
+    }
     return d;
 }
 
@@ -454,7 +497,7 @@ static wtensor *push(zl_st_writer *w, const char *name, zl_dtype dt, int ndim, c
 int zl_stw_add(zl_st_writer *w, const char *name, zl_dtype dt, int ndim, const int64_t *shape, const void *data) {
     wtensor *t = push(w, name, dt, ndim, shape);
     if (!t) return -1;
-    memcpy(t->data, data, t->nbytes);
+    if (t->nbytes) memcpy(t->data, data, t->nbytes);
     return 0;
 }
 
@@ -474,7 +517,7 @@ static int cmp_idx(const void *a, const void *b, void *ctx) {
 }
 
 int zl_stw_write(zl_st_writer *w, const char *path) {
-    qsort(w->t, (size_t)w->n, sizeof(wtensor), cmp_wt);
+    if (w->n) qsort(w->t, (size_t)w->n, sizeof(wtensor), cmp_wt);
     zl_buf h = {0};
     zl_buf_puts(&h, "{");
     if (w->nm) {
