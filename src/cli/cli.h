@@ -3,6 +3,7 @@
 #define ZL_CLI_H
 int zl_cmd_lora(int argc, char **argv);
 int zl_cmd_info(int argc, char **argv);
+int zl_cmd_debug(int argc, char **argv);
 /* Prints "error: <zl_last_error()>" and returns exit code 1. */
 int zl_cli_fail(void);
 #endif

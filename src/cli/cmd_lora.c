@@ -14,8 +14,10 @@ static const char *usage_text =
     "                                   blocks and layers it touches, metadata\n"
     "  check FILE [--model CHECKPOINT]  would it apply to Z-Image? prints 'applied n/m tensors' and every\n"
     "                                   key that would not apply, with the reason; exit 0 only if all apply\n"
-    "  convert IN OUT --to FORMAT [--dtype fp32|bf16|fp16] [--lossy]\n"
+    "  convert IN OUT --to FORMAT [--dtype fp32|bf16|fp16] [--lossy] [--lossy-rank R]\n"
     "                                   FORMAT: diffusers, ai-toolkit, kohya, comfyui (fused qkv), diffsynth\n"
+    "                                   exact except LoKr into fused qkv, refused unless --lossy (SVD, rank\n"
+    "                                   R, default 64; the energy kept is reported)\n"
     "  merge OUT A[:s] B[:s] ... [--to FORMAT] [--dtype D]\n"
     "                                   one LoRA equal to s_A*A + s_B*B + ... (exact: ranks concatenated)\n"
     "  resize IN OUT --rank R [--dtype D] truncated SVD to rank R; reports the energy kept\n";
@@ -106,6 +108,11 @@ static int cmd_convert(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             if (parse_dtype(argv[++i], &o.dtype)) return zl_cli_fail();
         } else if (!strcmp(argv[i], "--lossy")) o.lossy = 1;
+        else if (!strcmp(argv[i], "--lossy-rank") && i + 1 < argc) {
+            o.lossy = 1;
+            o.lossy_rank = atoi(argv[++i]);
+            if (o.lossy_rank < 1) return zl_err("convert: --lossy-rank must be at least 1"), zl_cli_fail();
+        }
         else if (argv[i][0] == '-') return zl_err("convert: unknown option %s", argv[i]), zl_cli_fail();
         else if (!in) in = argv[i];
         else if (!out) out = argv[i];
@@ -117,7 +124,9 @@ static int cmd_convert(int argc, char **argv) {
     int rc = zl_lora_write(l, out, &o);
     if (rc == 0) {
         zl_info("wrote %s (%s, %d modules, %s)", out, zl_format_name(o.to), l->n, zl_dtype_name(o.dtype));
-        if (o.nlossy) zl_info("lossy: %d module(s) approximated by SVD, lowest energy kept %.4f%%", o.nlossy, 100.0 * o.energy_min);
+        if (o.nlossy) zl_info("lossy: %d module(s) approximated by SVD at rank %d, lowest energy kept %.4f%%%s", o.nlossy,
+                              zl_lora_lossy_rank, 100.0 * o.energy_min,
+                              o.energy_min < 0.9 ? " — this LoRA will not behave like the original; raise --lossy-rank or keep the split format" : "");
     }
     zl_lora_free(l);
     return rc ? zl_cli_fail() : 0;
@@ -166,6 +175,13 @@ static int cmd_merge(int argc, char **argv) {
     if (rc == 0) rc = zl_lora_merge(ls, st, n, &m);
     if (rc == 0) {
         if ((int)o.to < 0) o.to = ls[0]->format == ZL_FMT_BARE || ls[0]->format == ZL_FMT_LYCORIS ? ZL_FMT_AITOOLKIT : ls[0]->format;
+        zl_buf src = {0};
+        for (int i = 0; i < n; i++) {
+            const char *b = strrchr(ls[i]->path, '/');
+            zl_buf_printf(&src, "%s%s:%g", i ? "," : "", b ? b + 1 : ls[i]->path, (double)st[i]);
+        }
+        zl_lora_meta_set(m, "zlora.merged_from", src.s);
+        zl_buf_free(&src);
         free(m->path);
         m->path = zl_xstrdup(out);
         rc = zl_lora_write(m, out, &o);

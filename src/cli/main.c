@@ -9,6 +9,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const command commands[] = {
     {"lora", zl_cmd_lora, "inspect, check, convert, merge and resize LoRA files"},
     {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
+    {"debug", zl_cmd_debug, "tools for tests, parity checks and bug reports"},
 };
 
 static void usage(FILE *f) {

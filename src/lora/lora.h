@@ -84,6 +84,7 @@ struct zl_st;
 int zl_lora_from_st(const struct zl_st *st, const char *label, zl_lora **out);
 void zl_lora_free(zl_lora *l);
 const char *zl_lora_meta_get(const zl_lora *l, const char *key);
+void zl_lora_meta_set(zl_lora *l, const char *key, const char *value);
 
 /* The multiplier applied to the module's product (alpha/rank rule above); strength not included. */
 float zl_lora_module_scale(const zl_lora_module *m);
@@ -121,6 +122,7 @@ typedef struct {
     zl_format to;       /* target naming; ZL_FMT_COMFYUI writes fused qkv */
     zl_dtype dtype;     /* F32, BF16 or F16 */
     int lossy;          /* allow SVD for LoKr into fused qkv */
+    int lossy_rank;     /* rank of those SVD approximations (0: 64) */
     double energy_min;  /* out: lowest energy kept over lossy modules (1 when none) */
     int nlossy;         /* out: modules converted lossily */
 } zl_write_opts;
@@ -133,6 +135,8 @@ int zl_lora_write(zl_lora *l, const char *path, zl_write_opts *o);
 /* Re-expresses every fused-qkv module of l as split to_q/to_k/to_v modules (exact for LoRA, LoHa, diff;
  * LoKr when its first factor splits in three, else SVD when lossy is set). */
 int zl_lora_split_qkv(zl_lora *l, int lossy, double *energy_min);
+/* Rank used by lossy SVD approximations in split/fuse (default 64). */
+extern int zl_lora_lossy_rank;
 /* The reverse: groups to_q/to_k/to_v modules of each block into one fused module. */
 int zl_lora_fuse_qkv(zl_lora *l, int lossy, double *energy_min);
 

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+int zl_lora_lossy_rank = 64;
+
 #define HASP(m, part) ((m)->p[part].data != NULL)
 
 static int64_t rows(const zl_mat *m) { return m->shape[0]; }
@@ -220,6 +222,56 @@ static int to_lowrank(zl_lora_module *m, int r, double *energy) {
     return 0;
 }
 
+/* LoKr as an exact LoRA. With w1 = U1 V1 (rank r1) and w2 = U2 V2 (rank r2), the mixed-product
+ * property gives kron(w1, w2) = kron(U1, U2) · kron(V1, V2): a LoRA of rank r1·r2. A full factor is
+ * written as w·I or I·w, whichever is narrower. Returns 0 and replaces m, or 1 (m untouched) when the
+ * rank would exceed max_rank. */
+static int lokr_as_lora(zl_lora_module *m, int max_rank) {
+    const float *u[2], *v[2];
+    float *own[2] = {NULL, NULL};
+    int64_t ur[2], rk[2], vc[2];
+    for (int f = 0; f < 2; f++) {
+        int full = f ? ZL_P_K2 : ZL_P_K1, pa = f ? ZL_P_K2A : ZL_P_K1A, pb = f ? ZL_P_K2B : ZL_P_K1B;
+        if (HASP(m, full)) {
+            int64_t r = rows(&m->p[full]), c = cols(&m->p[full]);
+            int64_t k = r < c ? r : c;
+            float *eye = zl_xcalloc((size_t)(k * k), sizeof(float));
+            for (int64_t i = 0; i < k; i++) eye[i * k + i] = 1.0f;
+            own[f] = eye;
+            if (c <= r) { u[f] = m->p[full].data; v[f] = eye; } /* w · I_c */
+            else { u[f] = eye; v[f] = m->p[full].data; }       /* I_r · w */
+            ur[f] = r; rk[f] = k; vc[f] = c;
+        } else {
+            u[f] = m->p[pa].data; v[f] = m->p[pb].data;
+            ur[f] = rows(&m->p[pa]); rk[f] = cols(&m->p[pa]); vc[f] = cols(&m->p[pb]);
+        }
+    }
+    int64_t R = rk[0] * rk[1];
+    if (R > max_rank) { free(own[0]); free(own[1]); return 1; }
+    int64_t out = ur[0] * ur[1], in = vc[0] * vc[1];
+    float s = zl_lora_module_scale(m);
+    float *up = zl_xmalloc(sizeof(float) * (size_t)(out * R)), *dn = zl_xmalloc(sizeof(float) * (size_t)(R * in));
+    for (int64_t i = 0; i < ur[0]; i++)          /* up = kron(U1, U2) */
+        for (int64_t k = 0; k < ur[1]; k++)
+            for (int64_t a = 0; a < rk[0]; a++)
+                for (int64_t b = 0; b < rk[1]; b++)
+                    up[(i * ur[1] + k) * R + a * rk[1] + b] = s * u[0][i * rk[0] + a] * u[1][k * rk[1] + b];
+    for (int64_t a = 0; a < rk[0]; a++)          /* down = kron(V1, V2) */
+        for (int64_t b = 0; b < rk[1]; b++)
+            for (int64_t j = 0; j < vc[0]; j++)
+                for (int64_t l = 0; l < vc[1]; l++)
+                    dn[(a * rk[1] + b) * in + j * vc[1] + l] = v[0][a * vc[0] + j] * v[1][b * vc[1] + l];
+    free(own[0]); free(own[1]);
+    for (int p = ZL_P_K1; p <= ZL_P_KT2; p++) { free(m->p[p].data); memset(&m->p[p], 0, sizeof m->p[p]); }
+    m->kind = ZL_AD_LORA;
+    m->rank = (int)R;
+    m->has_alpha = 0;
+    m->alpha = 0;
+    mat_set(&m->p[ZL_P_UP], up, out, R);
+    mat_set(&m->p[ZL_P_DOWN], dn, R, in);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ split / fuse qkv */
 
 static void push_module(zl_lora *l, const zl_lora_module *m) {
@@ -302,7 +354,7 @@ static int split_one(zl_lora *dst, zl_lora_module *f, int lossy, double *emin) {
                 /* lossy: materialise the block's rows and take a low-rank approximation */
                 float *dw = zl_try_malloc(sizeof(float) * (size_t)f->out * in);
                 if (!dw || zl_lora_delta(f, 1.0f, dw)) { free(dw); module_clear(&m); return -1; }
-                int r = 32;
+                int r = zl_lora_lossy_rank;
                 float *up = zl_xcalloc((size_t)d * r, sizeof(float)), *dn = zl_xcalloc((size_t)r * in, sizeof(float));
                 double e;
                 int rc = zl_lowrank_dense(dw + (size_t)k * d * in, d, in, r, 7 + (uint64_t)k, up, dn, &e);
@@ -395,6 +447,16 @@ static int fuse_one(zl_lora_module *f, zl_lora *l, const int idx[3], const char 
         mat_set1(&f->p[ZL_P_DORA], mag, 3 * (int64_t)d);
         f->dora = 1;
     }
+    if (kind == ZL_AD_LOKR || mixed) {
+        /* LoKr members whose Kronecker rank is small become exact LoRAs; then all-LoRA fuses exactly */
+        int all_lora = 1;
+        for (int k = 0; k < 3; k++) {
+            if (!g[k]) continue;
+            if (g[k]->kind == ZL_AD_LOKR && !g[k]->dora) lokr_as_lora(g[k], 1024);
+            if (g[k]->kind != ZL_AD_LORA) all_lora = 0;
+        }
+        if (all_lora) { mixed = 0; kind = ZL_AD_LORA; }
+    }
     if (!mixed && kind == ZL_AD_LORA) {
         int R = 0;
         for (int k = 0; k < 3; k++) if (g[k]) R += g[k]->rank;
@@ -459,10 +521,10 @@ static int fuse_one(zl_lora_module *f, zl_lora *l, const int idx[3], const char 
     if (!lossy || dora) {
         module_clear(f);
         return zl_err("%s: %s cannot be fused into qkv exactly (the Kronecker structure does not survive "
-                      "concatenation); pass --lossy to approximate it by SVD", fused_target,
-                      mixed ? "q/k/v with different adapter types" : "LoKr");
+                      "concatenation, and its rank as a LoRA is above 1024); pass --lossy to approximate it by SVD",
+                      fused_target, mixed ? "q/k/v with different adapter types" : "a full-factor LoKr");
     }
-    int r = 32;
+    int r = zl_lora_lossy_rank;
     float *up = zl_xcalloc((size_t)3 * d * r, sizeof(float)), *dn = zl_xcalloc((size_t)r * in, sizeof(float));
     float *dw = zl_try_calloc((size_t)3 * d * in, sizeof(float));
     if (!dw) { free(up); free(dn); module_clear(f); return -1; }

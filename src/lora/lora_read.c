@@ -155,6 +155,16 @@ const char *zl_lora_meta_get(const zl_lora *l, const char *key) {
     return NULL;
 }
 
+void zl_lora_meta_set(zl_lora *l, const char *key, const char *value) {
+    for (int i = 0; i < l->nmeta; i++)
+        if (strcmp(l->mkeys[i], key) == 0) { free(l->mvals[i]); l->mvals[i] = zl_xstrdup(value); return; }
+    l->mkeys = zl_xrealloc(l->mkeys, sizeof(char *) * (size_t)(l->nmeta + 1));
+    l->mvals = zl_xrealloc(l->mvals, sizeof(char *) * (size_t)(l->nmeta + 1));
+    l->mkeys[l->nmeta] = zl_xstrdup(key);
+    l->mvals[l->nmeta] = zl_xstrdup(value);
+    l->nmeta++;
+}
+
 /* Simple string -> index hash map for grouping keys into modules. */
 typedef struct { char **k; int *v; int cap; } strmap;
 static uint64_t strhash(const char *s) { return zl_hash64(s, strlen(s), 0); }

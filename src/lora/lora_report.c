@@ -91,7 +91,7 @@ int zl_module_table_from_checkpoint(const char *path, zl_module_table *t) {
 const char *zl_lora_check_module(const zl_lora *l, int i, const zl_module_table *t, char *buf, int bs) {
     const zl_lora_module *m = &l->m[i];
     if (strcmp(l->family, "z-image") != 0) {
-        snprintf(buf, (size_t)bs, "foreign model: %s", l->reason ? l->reason : l->family);
+        snprintf(buf, (size_t)bs, "foreign model (%s LoRA)", l->family);
         return buf;
     }
     if (m->kind == ZL_AD_UNSUPPORTED) {

@@ -61,6 +61,7 @@ int zl_lora_write(zl_lora *l, const char *path, zl_write_opts *o) {
     for (int i = 0; i < l->n; i++)
         if (l->m[i].kind == ZL_AD_UNSUPPORTED) { nun++; what = l->m[i].unsupported; }
     if (nun) return zl_err("%s: %d module(s) use %s, which zlora cannot convert", l->path, nun, what ? what : "an unsupported adapter");
+    if (o->lossy_rank > 0) zl_lora_lossy_rank = o->lossy_rank;
     /* qkv layout of the target */
     if (o->to == ZL_FMT_COMFYUI) {
         if (zl_lora_fuse_qkv_n(l, o->lossy, &o->energy_min, &o->nlossy)) return -1;
