@@ -63,14 +63,18 @@ float zl_f8e4m3_to_f32(uint8_t v) { /* e4m3fn: bias 7, no inf, 0x7f/0xff NaN */
 }
 float zl_f8e5m2_to_f32(uint8_t v) { return zl_f16_to_f32((uint16_t)v << 8); }
 
+/* Element loads go through memcpy: tensor data inside a file need not be aligned. */
+static inline uint16_t ld16(const char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
 int zl_to_f32(float *dst, const void *src, zl_dtype t, size_t n) {
+    const char *s = src;
     switch (t) {
     case ZL_F32: memcpy(dst, src, n * 4); return 0;
-    case ZL_F64: { const double *s = src; for (size_t i = 0; i < n; i++) dst[i] = (float)s[i]; return 0; }
-    case ZL_BF16: { const uint16_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = zl_bf16_to_f32(s[i]); return 0; }
-    case ZL_F16: { const uint16_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = zl_f16_to_f32(s[i]); return 0; }
-    case ZL_F8_E4M3: { const uint8_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = zl_f8e4m3_to_f32(s[i]); return 0; }
-    case ZL_F8_E5M2: { const uint8_t *s = src; for (size_t i = 0; i < n; i++) dst[i] = zl_f8e5m2_to_f32(s[i]); return 0; }
+    case ZL_F64: for (size_t i = 0; i < n; i++) { double v; memcpy(&v, s + 8 * i, 8); dst[i] = (float)v; } return 0;
+    case ZL_BF16: for (size_t i = 0; i < n; i++) dst[i] = zl_bf16_to_f32(ld16(s + 2 * i)); return 0;
+    case ZL_F16: for (size_t i = 0; i < n; i++) dst[i] = zl_f16_to_f32(ld16(s + 2 * i)); return 0;
+    case ZL_F8_E4M3: for (size_t i = 0; i < n; i++) dst[i] = zl_f8e4m3_to_f32((uint8_t)s[i]); return 0;
+    case ZL_F8_E5M2: for (size_t i = 0; i < n; i++) dst[i] = zl_f8e5m2_to_f32((uint8_t)s[i]); return 0;
     default: return zl_err("dtype %s is not a float type", zl_dtype_name(t));
     }
 }
