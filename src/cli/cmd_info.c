@@ -2,8 +2,7 @@
  * (shards, tensors, size, dtypes, metadata) and which model it is, recognised from names and shapes:
  * the Z-Image transformer (diffusers or ComfyUI naming, optional `model.diffusion_model.` prefix),
  * Lumina-Image-2.0 (the look-alike it derives from), the Qwen3 text encoder, VAEs (FLUX.1 16-channel
- * vs SD 4-channel, diffusers or BFL/ldm naming) and LoRA/LyCORIS files. Also zl_cli_fail(), the
- * shared "error: ..." exit path of every subcommand.
+ * vs SD 4-channel, diffusers or BFL/ldm naming) and LoRA/LyCORIS files.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -15,10 +14,6 @@
 #include "cli/cli.h"
 #include "io/safetensors.h"
 
-int zl_cli_fail(void) {
-    fprintf(stderr, "error: %s\n", zl_last_error());
-    return 1;
-}
 
 #define LIST_DEFAULT 20
 #define META_CUT 200

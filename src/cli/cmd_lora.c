@@ -132,22 +132,6 @@ static int cmd_convert(int argc, char **argv) {
     return rc ? zl_cli_fail() : 0;
 }
 
-/* "path[:strength]" — the last ':' followed by a number. */
-static void split_strength(const char *arg, char *path, size_t n, float *s) {
-    const char *c = strrchr(arg, ':');
-    char *end;
-    *s = 1.0f;
-    if (c && c[1]) {
-        double v = strtod(c + 1, &end);
-        if (*end == 0) {
-            *s = (float)v;
-            snprintf(path, n, "%.*s", (int)(c - arg), arg);
-            return;
-        }
-    }
-    snprintf(path, n, "%s", arg);
-}
-
 static int cmd_merge(int argc, char **argv) {
     const char *out = NULL;
     zl_write_opts o = {.to = (zl_format)-1, .dtype = ZL_F32};
@@ -164,7 +148,7 @@ static int cmd_merge(int argc, char **argv) {
         else if (!out) out = argv[i];
         else {
             char path[4096];
-            split_strength(argv[i], path, sizeof path, &st[n]);
+            zl_cli_split_strength(argv[i], path, sizeof path, &st[n]);
             if (!isfinite(st[n])) rc = zl_err("merge: strength of %s is not finite", path);
             else if (zl_lora_load(path, &ls[n]) == 0) n++;
             else rc = -1;

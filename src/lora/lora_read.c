@@ -518,6 +518,7 @@ int zl_lora_from_st(const zl_st *st, const char *label, zl_lora **out) {
         l->mvals[i] = zl_xstrdup(zl_st_meta_value(st, i));
     }
     detect_family(l, st);
+    if (strcmp(l->family, "z-image") != 0) l->qkv = "none"; /* the q/k/v layout is a Z-Image notion */
     *out = l;
     return 0;
 fail:
