@@ -75,6 +75,13 @@ int zl_lora_write(zl_lora *l, const char *path, zl_write_opts *o) {
             if (o->energy_min < 1.0) o->nlossy++;
         }
     }
+    if (o->to == ZL_FMT_DIFFSYNTH || o->to == ZL_FMT_DIFFUSERS) {
+        int other = 0;
+        for (int i = 0; i < l->n; i++) other += l->m[i].kind == ZL_AD_LOHA || l->m[i].kind == ZL_AD_LOKR;
+        if (other)
+            zl_warn("%s has no naming for LoHa/LoKr: %d module(s) are written with LyCORIS suffixes (hada_*/lokr_*), "
+                    "which ComfyUI reads but %s does not", zl_format_name(o->to), other, zl_format_name(o->to));
+    }
     zl_st_writer *w = zl_stw_new();
     int peft = !(o->to == ZL_FMT_KOHYA || o->to == ZL_FMT_LYCORIS);
     const char *sdown = o->to == ZL_FMT_DIFFSYNTH ? ".lora_A.default.weight" : peft ? ".lora_A.weight" : ".lora_down.weight";
