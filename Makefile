@@ -17,7 +17,10 @@ HDRS     = $(wildcard src/*/*.h) tests/test.h
 BUILD ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps test test-plain test-asan fuzz demo clean clang check-deps
+.PHONY: all deps test test-plain test-asan fuzz demo clean clang check-deps goldens zimage-weights
+# Debian's python (numpy, torch) for the reference scripts, also where a pyenv shim shadows it
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+export PYTHON
 all: zlora
 
 $(BUILD)/%.o: %.c $(HDRS)
@@ -46,10 +49,17 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/summary.sh
 
-test-plain: zlora $(BUILD)/test_zlora
+# regenerate every Z-Image golden, LoRA and weight file (needs python3-torch)
+goldens:
+	$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage
+# recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
+zimage-weights:
+	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only
+
+test-plain: zlora $(BUILD)/test_zlora zimage-weights
 	@ZLORA=./zlora sh tests/run.sh $(BUILD)/test_zlora plain
 
-test-asan:
+test-asan: zimage-weights
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" build-asan/test_zlora zlora-asan
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ZLORA=./build-asan/zlora sh tests/run.sh build-asan/test_zlora asan

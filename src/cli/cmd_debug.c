@@ -1,5 +1,6 @@
 /* cmd_debug.c — `zlora debug ...`: tools for tests, parity checks, demos and bug reports.
  *   sample-loras DIR   writes a few small LoRA files (several formats, adapters and model families)
+ *   dit                runs the Z-Image transformer on tensors from a file (parity checks, bug reports)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,8 @@
 #include "base/base.h"
 #include "cli/cli.h"
 #include "io/safetensors.h"
+#include "lora/lora.h"
+#include "model/zimage.h"
 
 static void fill(float *v, size_t n, zl_rng *r, float s) { for (size_t i = 0; i < n; i++) v[i] = s * zl_rng_normal(r); }
 
@@ -127,9 +130,95 @@ static int sample_loras(const char *dir) {
     return rc;
 }
 
+static void print_line(const char *line) { zl_info("%s", line); }
+
+/* Reads float tensor `name` of st into a new buffer, checking its rank; dims receive the shape. */
+static float *read_input(zl_st *st, const char *file, const char *name, int ndim, int64_t *dims) {
+    const zl_tensor_info *t = zl_st_find(st, name);
+    if (!t) { zl_err("%s: no tensor \"%s\"", file, name); return NULL; }
+    if (t->ndim != ndim) { zl_err("%s: tensor \"%s\" has %d dimensions, expected %d", file, name, t->ndim, ndim); return NULL; }
+    for (int i = 0; i < ndim; i++) dims[i] = t->shape[i];
+    return zl_st_read_f32(st, t);
+}
+
+static int cmd_dit(int argc, char **argv) {
+    const char *model = NULL, *in = NULL, *out = NULL;
+    const char *usage = "usage: zlora debug dit --model PATH [--lora FILE[:STRENGTH]]... [--lora-mode merge|runtime]\n"
+                        "                       [--weights bf16|f32] [--force] --in IN.safetensors --out OUT.safetensors\n"
+                        "  IN holds x [16,H,W] (latent), t [1] (model time t = 1 - sigma), cap [L,cap_feat_dim] (float32)\n"
+                        "  OUT receives out [16,H,W], the raw model output (about x0 - noise; not negated)\n";
+    zl_zimage_opts o;
+    zl_zimage_default_opts(&o);
+    int merge = 1, force = 0, nl = 0;
+    zl_lora **loras = zl_xcalloc((size_t)argc + 1, sizeof(zl_lora *));
+    float *str = zl_xcalloc((size_t)argc + 1, sizeof(float));
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(usage, stdout); goto done; }
+        else if (!strcmp(a, "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(a, "--in") && i + 1 < argc) in = argv[++i];
+        else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "--lora-mode") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "merge")) merge = 1;
+            else if (!strcmp(v, "runtime")) merge = 0;
+            else rc = zl_err("--lora-mode must be merge or runtime");
+        } else if (!strcmp(a, "--weights") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "bf16")) o.weight_dtype = ZL_BF16;
+            else if (!strcmp(v, "f32") || !strcmp(v, "fp32")) o.weight_dtype = ZL_F32;
+            else rc = zl_err("--weights must be bf16 or f32");
+        } else if (!strcmp(a, "--lora") && i + 1 < argc) {
+            char path[4096];
+            zl_cli_split_strength(argv[++i], path, sizeof path, &str[nl]);
+            if (zl_lora_load(path, &loras[nl]) == 0) nl++;
+            else rc = -1;
+        } else rc = zl_err("debug dit: unexpected argument '%s'\n%s", a, usage);
+    }
+    if (rc == 0 && (!model || !in || !out)) rc = zl_err("debug dit: --model, --in and --out are required\n%s", usage);
+    zl_zimage *m = NULL;
+    zl_st *st = NULL;
+    float *x = NULL, *t = NULL, *cap = NULL, *y = NULL;
+    int64_t xd[3], td[1], cd[2];
+    if (rc == 0) rc = zl_st_open(in, &st);
+    if (rc == 0 && (!(x = read_input(st, in, "x", 3, xd)) || !(t = read_input(st, in, "t", 1, td)) ||
+                    !(cap = read_input(st, in, "cap", 2, cd)))) rc = -1;
+    if (rc == 0) rc = zl_zimage_load(model, &o, &m);
+    if (rc == 0) {
+        zl_info("model: %s (%s naming, dim %d, %d layers, %d+%d refiners, cap %d, weights %s)", m->path, m->naming,
+                m->cfg.dim, m->cfg.n_layers, m->cfg.n_refiner, m->cfg.n_refiner, m->cfg.cap_feat_dim, zl_dtype_name(m->weight_dtype));
+        if (xd[0] != m->cfg.in_channels) rc = zl_err("%s: x has %lld channels, the model takes %d", in, (long long)xd[0], m->cfg.in_channels);
+        else if (cd[1] != m->cfg.cap_feat_dim) rc = zl_err("%s: cap is %lld wide, the model takes %d (is it the right text encoder?)", in, (long long)cd[1], m->cfg.cap_feat_dim);
+        else if (td[0] != 1) rc = zl_err("%s: t must hold one value", in);
+    }
+    if (rc == 0 && nl) rc = zl_zimage_apply_loras(m, loras, str, nl, merge, force, print_line);
+    if (rc == 0) {
+        y = zl_try_malloc(sizeof(float) * (size_t)(xd[0] * xd[1] * xd[2]));
+        rc = y ? zl_zimage_forward(m, x, (int)xd[1], (int)xd[2], t[0], cap, (int)cd[0], y) : -1;
+    }
+    if (rc == 0) {
+        zl_st_writer *w = zl_stw_new();
+        zl_stw_meta(w, "zlora.model", model);
+        rc = zl_stw_add_f32(w, "out", 3, xd, y, ZL_F32);
+        if (rc == 0) rc = zl_stw_write(w, out);
+        zl_stw_free(w);
+    }
+    free(x); free(t); free(cap); free(y);
+    zl_st_close(st);
+    zl_zimage_free(m);
+done:
+    for (int i = 0; i < nl; i++) zl_lora_free(loras[i]);
+    free(loras); free(str);
+    return rc ? zl_cli_fail() : 0;
+}
+
 int zl_cmd_debug(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: zlora debug <tool> ...\n  sample-loras DIR   write small sample LoRA files (formats, adapters, a FLUX one, a broken one)\n");
+        printf("usage: zlora debug <tool> ...\n"
+               "  sample-loras DIR   write small sample LoRA files (formats, adapters, a FLUX one, a broken one)\n"
+               "  dit                run the Z-Image transformer on tensors from a file (see debug dit --help)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "sample-loras")) {
@@ -139,6 +228,7 @@ int zl_cmd_debug(int argc, char **argv) {
         zl_info("wrote sample LoRA files to %s", argv[2]);
         return 0;
     }
+    if (!strcmp(argv[1], "dit")) return cmd_dit(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown debug tool '%s'\n", argv[1]);
     return 2;
 }

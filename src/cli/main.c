@@ -10,6 +10,7 @@ static const command commands[] = {
     {"lora", zl_cmd_lora, "inspect, check, convert, merge and resize LoRA files"},
     {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
     {"debug", zl_cmd_debug, "tools for tests, parity checks and bug reports"},
+    {"bench", zl_cmd_bench, "speed measurements (see bench/ for the comparisons with PyTorch)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,241 @@
+/* linear.c — zl_op_linear (see ops.h): y [n, out] = x [n, in] · Wᵀ + bias + Σ branches + x·deltaᵀ.
+ *
+ * F32 W: one cblas_sgemm. BF16 (or any other float dtype) W: rows of W are converted to f32 in tiles of
+ * TILE_ROWS rows (fewer if that passes TILE_MAX_BYTES) into one scratch buffer, and each tile is one sgemm
+ * into its columns of y (ldc = out): a tile is converted once and reused for all n rows, and no full f32
+ * copy of W exists. Tiles are large on purpose: OpenBLAS re-packs all of x on every call, so the cost of
+ * tiling grows as 1/rows-per-tile (measured at n = 4096, 10240×3840: 544 rows +24 %, 1024 +13 %, 2048 +6 %
+ * over the F32 time). For n <= DIRECT_MAX_N the work is memory-bound and W is read once, directly, by
+ * dot products that convert on the fly (4 rows of W × 4 rows of x per block). When no tile can be
+ * allocated (even of one row) the direct path is used for any n: slower, but it needs no memory.
+ * Branches go through an [n, r] scratch, or a stack buffer in chunks of rows and ranks when that cannot
+ * be allocated.
+ *
+ * Nothing here runs an OpenMP region right before an sgemm: libgomp's idle workers spin for a few ms
+ * (GOMP_SPINCOUNT) after a region, on the cores OpenBLAS's pthreads then need; converting a tile on the
+ * calling thread is cheaper than that contention (measured: n = 128, 30 % faster).
+ */
+#include "nn/ops.h"
+#include "nn/ops_internal.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE_ROWS 2048             /* rows of W converted per tile ... */
+#define TILE_MAX_BYTES (64u << 20) /* ... unless that is more f32 bytes than this */
+#define DIRECT_MAX_N 16            /* BF16 with n <= this: direct dot products */
+#define BRANCH_STACK 4096          /* floats of stack scratch for branches when malloc fails */
+#define DIRECT_CHUNK 256           /* generic direct path: W elements converted at a time */
+
+static inline float bf16f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ------------------------------------------------------------------ conversion of W rows */
+
+#ifdef ZL_X86_SIMD
+ZL_AVX512 static void bf16_to_f32_avx512(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+    }
+    for (; i < n; i++) dst[i] = bf16f(src[i]);
+}
+#endif
+
+/* dst [nr, in] = rows [r0, r0+nr) of W as f32, on the calling thread (see the top of this file). */
+static void convert_rows(float *dst, const zl_linear *L, size_t r0, int nr, int simd) {
+    size_t cnt = (size_t)nr * (size_t)L->in, esz = zl_dtype_size(L->dtype);
+    const char *src = (const char *)L->w + r0 * (size_t)L->in * esz;
+#ifdef ZL_X86_SIMD
+    if (simd && L->dtype == ZL_BF16) { bf16_to_f32_avx512(dst, (const uint16_t *)src, cnt); return; }
+#endif
+    (void)simd;
+    if (L->dtype == ZL_BF16) {
+        const uint16_t *s16 = (const uint16_t *)src;
+        for (size_t i = 0; i < cnt; i++) dst[i] = bf16f(s16[i]);
+        return;
+    }
+    zl_to_f32(dst, src, L->dtype, cnt);
+}
+
+/* ------------------------------------------------------------------ direct path (no scratch) */
+
+/* y[r][o] = beta·y[r][o] + x[r]·W[o] for all r < n; W any float dtype, converted DIRECT_CHUNK at a time
+ * on the stack. Rows of x are taken four at a time. */
+static void direct_generic(float *y, const float *x, const zl_linear *L, int n, float beta) {
+    int out = L->out, in = L->in;
+    size_t esz = zl_dtype_size(L->dtype);
+#pragma omp parallel for schedule(static) if ((size_t)out * in >= (1u << 16))
+    for (int o = 0; o < out; o++) {
+        const char *wr = (const char *)L->w + (size_t)o * in * esz;
+        float wb[DIRECT_CHUNK];
+        for (int r0 = 0; r0 < n; r0 += 4) {
+            int nr = n - r0 < 4 ? n - r0 : 4;
+            float acc[4] = {0, 0, 0, 0};
+            for (int i0 = 0; i0 < in; i0 += DIRECT_CHUNK) {
+                int ni = in - i0 < DIRECT_CHUNK ? in - i0 : DIRECT_CHUNK;
+                if (L->dtype == ZL_BF16) {
+                    const uint16_t *w16 = (const uint16_t *)wr + i0;
+                    for (int i = 0; i < ni; i++) wb[i] = bf16f(w16[i]);
+                } else {
+                    zl_to_f32(wb, wr + (size_t)i0 * esz, L->dtype, (size_t)ni);
+                }
+                for (int rr = 0; rr < nr; rr++) {
+                    const float *xr = x + (size_t)(r0 + rr) * in + i0;
+                    float s = 0;
+                    for (int i = 0; i < ni; i++) s += xr[i] * wb[i];
+                    acc[rr] += s;
+                }
+            }
+            for (int rr = 0; rr < nr; rr++) {
+                float *yo = y + (size_t)(r0 + rr) * out + o;
+                *yo = (beta != 0.0f ? *yo : 0.0f) + acc[rr];
+            }
+        }
+    }
+}
+
+#ifdef ZL_X86_SIMD
+/* BF16 only, outputs [o0, o1): blocks of 4 rows of W × 4 rows of x (16 accumulators; a missing row
+ * repeats the block's first one and its results are dropped). */
+ZL_AVX512 static void direct_bf16_avx512(float *y, const float *x, const uint16_t *w, int n, int out, int in,
+                                         float beta, int o0, int o1) {
+    for (int ob = o0; ob < o1; ob += 4) {
+        int no = o1 - ob < 4 ? o1 - ob : 4;
+        const uint16_t *wr[4];
+        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(ob + (k < no ? k : 0)) * in;
+        for (int r0 = 0; r0 < n; r0 += 4) {
+            int nr = n - r0 < 4 ? n - r0 : 4;
+            const float *xr[4];
+            for (int k = 0; k < 4; k++) xr[k] = x + (size_t)(r0 + (k < nr ? k : 0)) * in;
+            __m512 acc[4][4];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
+            int i = 0;
+            for (; i + 16 <= in; i += 16) {
+                __m512 wv[4], xv[4];
+                for (int a = 0; a < 4; a++) {
+                    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(wr[a] + i)));
+                    wv[a] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                    xv[a] = _mm512_loadu_ps(xr[a] + i);
+                }
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            for (int a = 0; a < no; a++)
+                for (int b = 0; b < nr; b++) {
+                    float s = _mm512_reduce_add_ps(acc[a][b]);
+                    for (int j = i; j < in; j++) s += bf16f(wr[a][j]) * xr[b][j];
+                    float *yo = y + (size_t)(r0 + b) * out + ob + a;
+                    *yo = (beta != 0.0f ? *yo : 0.0f) + s;
+                }
+        }
+    }
+}
+#endif
+
+static void linear_direct(float *y, const float *x, const zl_linear *L, int n, float beta, int kern) {
+#ifdef ZL_X86_SIMD
+    if (kern == ZL_KERNELS_SIMD && L->dtype == ZL_BF16) {
+        int out = L->out, chunk = 16, nchunk = (out + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if ((size_t)out * L->in >= (1u << 16))
+        for (int c = 0; c < nchunk; c++)
+            direct_bf16_avx512(y, x, (const uint16_t *)L->w, n, out, L->in, beta, c * chunk,
+                               (c + 1) * chunk < out ? (c + 1) * chunk : out);
+        return;
+    }
+#endif
+    (void)kern;
+    direct_generic(y, x, L, n, beta);
+}
+
+/* ------------------------------------------------------------------ tiled path */
+
+/* Returns -1 (nothing written) when no tile of even one row can be allocated. */
+static int linear_tiled(float *y, const float *x, const zl_linear *L, int n, float beta, int kern) {
+    int out = L->out, in = L->in;
+    size_t tr = (size_t)zl_ops_bf16_tile_rows_();
+    if (!tr) {
+        tr = TILE_MAX_BYTES / (sizeof(float) * (size_t)in);
+        tr = tr > TILE_ROWS ? TILE_ROWS : tr < 16 ? 16 : tr / 16 * 16;
+    }
+    if (tr > (size_t)out) tr = (size_t)out;
+    float *buf = NULL;
+    for (;;) {
+        buf = malloc(sizeof(float) * tr * (size_t)in);
+        if (buf || tr == 1) break;
+        tr /= 2;
+    }
+    if (!buf) return -1;
+    for (size_t o0 = 0; o0 < (size_t)out; o0 += tr) {
+        int nr = (int)((size_t)out - o0 < tr ? (size_t)out - o0 : tr);
+        convert_rows(buf, L, o0, nr, kern == ZL_KERNELS_SIMD);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, in, 1.0f, x, in, buf, in, beta, y + o0, out);
+    }
+    free(buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ branches */
+
+/* y += scale · (x downᵀ) upᵀ, through t = x·downᵀ [rows, ranks] in chunks that fit the scratch. */
+static void apply_branch(float *y, const float *x, const zl_branch *b, int n, int in, int out, int kern) {
+    int r = b->r;
+    if (r <= 0 || b->scale == 0.0f) return;
+    float stackbuf[BRANCH_STACK];
+    float *heap = NULL, *t = stackbuf;
+    size_t cap = BRANCH_STACK;
+    if (kern != ZL_KERNELS_FALLBACK && (heap = malloc(sizeof(float) * (size_t)n * (size_t)r))) {
+        t = heap;
+        cap = (size_t)n * (size_t)r;
+    }
+    int rc = (size_t)r < cap ? r : (int)cap;
+    size_t nrows = cap / (size_t)rc;
+    int nr = nrows > (size_t)n ? n : (int)nrows;
+    for (int r0 = 0; r0 < r; r0 += rc) {
+        int rr = r - r0 < rc ? r - r0 : rc;
+        for (int i0 = 0; i0 < n; i0 += nr) {
+            int ni = n - i0 < nr ? n - i0 : nr;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, rr, in, 1.0f, x + (size_t)i0 * in, in,
+                        b->down + (size_t)r0 * in, in, 0.0f, t, rr);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, out, rr, b->scale, t, rr, b->up + r0, r, 1.0f,
+                        y + (size_t)i0 * out, out);
+        }
+    }
+    free(heap);
+}
+
+/* ------------------------------------------------------------------ zl_op_linear */
+
+void zl_op_linear(float *y, const float *x, const zl_linear *L, int n) {
+    int out = L->out, in = L->in;
+    if (n <= 0 || out <= 0) return;
+    int kern = zl_ops_kernels_();
+    float beta = 0.0f;
+    if (L->bias) { /* on this thread, like convert_rows */
+        for (int r = 0; r < n; r++) memcpy(y + (size_t)r * out, L->bias, sizeof(float) * (size_t)out);
+        beta = 1.0f;
+    } else if (in <= 0) {
+        memset(y, 0, sizeof(float) * (size_t)n * (size_t)out);
+    }
+    if (in <= 0) return;
+
+    if (L->dtype == ZL_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, (const float *)L->w, in, beta,
+                    y, out);
+    } else {
+        int dmax = zl_ops_bf16_direct_max_n_();
+        if (dmax < 0) dmax = DIRECT_MAX_N;
+        if (kern == ZL_KERNELS_FALLBACK || n <= dmax || linear_tiled(y, x, L, n, beta, kern))
+            linear_direct(y, x, L, n, beta, kern);
+    }
+    for (int i = 0; i < L->nbranch; i++) apply_branch(y, x, &L->branch[i], n, in, out, kern);
+    if (L->delta)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, L->delta, in, 1.0f, y, out);
+}

@@ -1,0 +1,94 @@
+/* ops.h — the op interface every model is written against. Model code (src/model/) calls only these
+ * functions and memcpy; it contains no arithmetic loops, so that a CUDA backend can later supply the
+ * same ops. Activations are fp32, row-major; accumulation is fp32 (or wider). Each op has a plain,
+ * obviously-correct reference in tests/test_ops.c; the implementations here are the fast ones
+ * (OpenMP over rows, BLAS for the matrix products).
+ *
+ * Shapes are given in comments as [rows, cols]. "n" is a number of tokens (rows).
+ */
+#ifndef ZL_OPS_H
+#define ZL_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "../base/dtype.h"
+
+/* A low-rank runtime side branch on a linear layer: y += scale · (x downᵀ) upᵀ. */
+typedef struct {
+    const float *down; /* [r, in] */
+    const float *up;   /* [out, r] */
+    int r;
+    float scale;
+} zl_branch;
+
+/* A linear layer's weight W [out, in] stored F32 or BF16 (F16 works too) (owned or pointing into an mmapped file),
+ * optional bias [out] (f32), and runtime adapters: low-rank branches and/or one dense f32 delta
+ * [out, in] (for LoHa/LoKr/diff kept unmerged). */
+typedef struct {
+    zl_dtype dtype;          /* ZL_F32 or ZL_BF16 */
+    const void *w;
+    int out, in;
+    const float *bias;       /* NULL: none */
+    const zl_branch *branch; /* nbranch entries */
+    int nbranch;
+    const float *delta;      /* NULL: none; scaled already */
+} zl_linear;
+
+/* y [n, out] = x [n, in] · Wᵀ + bias + Σ branches + x·deltaᵀ. y and x must not alias.
+ * BF16 weights are converted in bounded tiles (never a full f32 copy of W). */
+void zl_op_linear(float *y, const float *x, const zl_linear *L, int n);
+
+/* y [n, d] = x · rsqrt(mean(x²) + eps) · w   (w may be NULL: no weight). y may alias x. */
+void zl_op_rmsnorm(float *y, const float *x, const float *w, int n, int d, float eps);
+/* y [n, d] = (x − mean) · rsqrt(var + eps)   (LayerNorm without affine; biased variance). y may alias x. */
+void zl_op_layernorm(float *y, const float *x, int n, int d, float eps);
+
+/* y [n, d] = x · (1 + scale[d]). y may alias x. */
+void zl_op_modulate(float *y, const float *x, const float *scale, int n, int d);
+/* x [n, d] += tanh(gate[d]) · y   (gate NULL: x += y). */
+void zl_op_gated_residual(float *x, const float *y, const float *gate, int n, int d);
+/* y = silu(a) · b, n elements. y may alias a or b. */
+void zl_op_silu_mul(float *y, const float *a, const float *b, size_t n);
+/* y = silu(x), n elements. y may alias x. */
+void zl_op_silu(float *y, const float *x, size_t n);
+/* y = a + b, n elements. */
+void zl_op_add(float *y, const float *a, const float *b, size_t n);
+/* y += alpha · x, n elements (src/nn/ops_axpy.c). */
+void zl_op_axpy(float *y, float alpha, const float *x, size_t n);
+
+/* Sinusoidal timestep embedding, [cos | sin] order: e[k] = cos(t·f_k), e[half+k] = sin(t·f_k),
+ * f_k = exp(−ln(max_period)·k/half), half = dim/2, computed in float32 as PyTorch does; an odd dim gets a
+ * trailing 0. */
+void zl_op_timestep_embedding(float *e, float t, int dim, float max_period);
+
+/* RoPE tables. cs [n, hd/2, 2] holds (cos, sin) per token and pair.
+ * 3-axis (Z-Image): ids [n, 3]; axis a covers axes_dims[a] dims (axes_dims[a]/2 pairs) with
+ * freq_k = theta^(−2k/axes_dims[a]); angles computed in double and rounded to float before cos/sin
+ * (as the reference's .float() before torch.polar). */
+void zl_rope_table_3axis(float *cs, const int32_t *ids, int n, const int *axes_dims, double theta);
+/* 1-axis (Qwen3): positions pos0..pos0+n−1, freq_k = theta^(−2k/hd). (HF computes these frequencies
+ * in float32; the angles differ by ~3e-5 rad at position 512.) */
+void zl_rope_table_1d(float *cs, int pos0, int n, int hd, double theta);
+/* Applies RoPE in place to x [n, heads, hd] using cs [n, hd/2, 2].
+ * interleaved: pairs (2j, 2j+1)  (Z-Image DiT);  half-split: pairs (j, j + hd/2)  (Qwen3, rotate_half). */
+void zl_op_rope(float *x, const float *cs, int n, int heads, int hd, int interleaved);
+
+/* Attention without a T×T matrix in memory (tiled, online softmax).
+ * q [nq, hq·hd], k/v [nk, hkv·hd], o [nq, hq·hd]; head h uses kv head h / (hq/hkv) (GQA).
+ * scale 1/sqrt(hd); causal: query i sees keys j <= i + (nk − nq).
+ * lse (optional, [hq, nq]) receives the log-sum-exp of each query row's scaled scores (for backward).
+ * A query row that sees no key (causal with nq > nk) gets o = 0 and lse = −inf. */
+void zl_op_attention(float *o, const float *q, const float *k, const float *v, int nq, int nk, int hq, int hkv,
+                     int hd, int causal, float *lse);
+
+/* Z-Image patchify: x [C, H, W] -> tokens [(H/p)·(W/p), p·p·C], feature index (ph·p + pw)·C + c,
+ * token index h·(W/p) + w. unpatchify is the exact inverse. */
+void zl_op_patchify(float *tok, const float *x, int C, int H, int W, int p);
+void zl_op_unpatchify(float *x, const float *tok, int C, int H, int W, int p);
+
+/* Copies row `src` [d] into rows [from, to) of x [*, d] (pad-token fill). */
+void zl_op_fill_rows(float *x, const float *src, int from, int to, int d);
+
+/* Threads used by the ops (OpenMP and OpenBLAS); 0 = OpenMP default. */
+void zl_ops_set_threads(int n);
+
+#endif

@@ -1,0 +1,80 @@
+/* ops_internal.h — what the src/nn sources share, and the knobs tests and benchmarks use to run each kernel
+ * variant (model code never includes this). Every op has up to three implementations:
+ *   SIMD      hand-vectorised AVX-512 (x86-64, chosen at run time when the CPU has avx512f);
+ *   GENERIC   the same algorithm in portable C;
+ *   FALLBACK  the path taken when scratch memory cannot be allocated (no heap use at all): BF16 linear
+ *             as per-row dot products, branches through a small stack buffer, attention row by row.
+ * AUTO picks SIMD where the CPU allows it, else GENERIC; FALLBACK is only used on allocation failure.
+ */
+#ifndef ZL_OPS_INTERNAL_H
+#define ZL_OPS_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum { ZL_KERNELS_AUTO = 0, ZL_KERNELS_GENERIC = 1, ZL_KERNELS_FALLBACK = 2 };
+
+/* Forces a kernel family for every later op call (process-wide; for tests and benchmarks only, not
+ * thread-safe against concurrent op calls). */
+void zl_ops_set_kernels(int kernels);
+/* 1 when the SIMD kernels can run on this CPU. */
+int zl_ops_have_simd(void);
+/* Rows of W converted per tile on the BF16 linear path (0 = automatic, by size). For tests. */
+void zl_ops_set_bf16_tile_rows(int rows);
+/* Largest n for which BF16 linear uses direct dot products instead of tile conversion + sgemm
+ * (-1 = automatic). For tests and benchmarks. */
+void zl_ops_set_bf16_direct_max_n(int n);
+
+/* ---- shared between ops.c, linear.c and attention.c ---- */
+/* The family to run now: ZL_KERNELS_SIMD (internal value 3), GENERIC or FALLBACK. */
+#define ZL_KERNELS_SIMD 3
+int zl_ops_kernels_(void);
+int zl_ops_bf16_tile_rows_(void);
+int zl_ops_bf16_direct_max_n_(void);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ZL_X86_SIMD 1
+#include <immintrin.h>
+#define ZL_AVX512 __attribute__((target("avx512f")))
+#define ZL_AVX512_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+/* 2^x for x <= 0 (or small positive), ~1 ulp: x = n + r, |r| <= 1/2, 2^r by a degree-7 Taylor
+ * polynomial, then scaled by 2^n. x below -150 (and -inf) gives 0; NaN stays NaN. */
+ZL_AVX512_INLINE __m512 zl_exp2_ps(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-150.0f), x); /* NaN in x is returned (second operand) */
+    x = _mm512_min_ps(_mm512_set1_ps(128.0f), x);
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(x, n);
+    /* coefficients ln2^k / k! */
+    __m512 p = _mm512_set1_ps(1.5252733804059841e-05f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.5403530393381606e-04f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146428443e-03f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291076284772e-03f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504108664821580e-02f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022650695910071e-01f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718055994531e-01f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* e^x, ~2 ulp over the whole float range (Cody–Waite reduction x = n·ln2 + r, |r| <= ln2/2, degree-7
+ * Taylor polynomial of e^r). Overflow gives inf, underflow 0. */
+ZL_AVX512_INLINE __m512 zl_exp_ps(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);   /* ln2 hi (exact n·hi) */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);      /* ln2 lo */
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
+#endif
