@@ -248,3 +248,34 @@ TEST(zimage_refuses_wrong_files) {
     }
     CHECK(m == NULL);
 }
+
+/* The streaming writers: a random checkpoint in the diffusers layout (as the full-size benchmark makes
+ * it), converted to one bf16 file by convert-model, both load and give close outputs. */
+TEST(zimage_random_checkpoint_and_convert_model) {
+    char dir[512], bf[512], cmd[2048];
+    snprintf(dir, sizeof dir, "%s/rand", zl_test_dir());
+    snprintf(bf, sizeof bf, "%s/rand_bf16.safetensors", zl_test_dir());
+    snprintf(cmd, sizeof cmd, "%s -q debug random-dit %s --dim 64 --head 32 --layers 2 --refiners 1 --cap 32 --shards 3 --dtype f32 2>&1 && "
+             "%s -q convert-model %s %s --dtype bf16 2>&1", zl_test_bin(), dir, zl_test_bin(), dir, bf);
+    char *txt = NULL;
+    CHECK_MSG(zl_test_run(cmd, &txt) == 0, "%s", txt ? txt : "");
+    free(txt);
+    zl_zimage_opts o32 = {.weight_dtype = ZL_F32}, o16 = {.weight_dtype = ZL_BF16};
+    zl_zimage *a, *b;
+    CHECK_MSG(zl_zimage_load(dir, &o32, &a) == 0, "%s", zl_last_error());
+    CHECK_MSG(zl_zimage_load(bf, &o16, &b) == 0, "%s", zl_last_error());
+    CHECK(a->cfg.dim == 64 && a->cfg.n_layers == 2 && a->cfg.head_dim == 32 && a->cfg.cap_feat_dim == 32);
+    CHECK(b->cfg.dim == 64 && b->cfg.n_heads == 2 && b->cfg.axes_dims[0] == 8 && b->cfg.axes_dims[1] == 12);
+    zl_rng r = {5};
+    int H = 8, W = 6, L = 5;
+    float x[16 * 8 * 6], cap[5 * 32], ya[16 * 8 * 6], yb[16 * 8 * 6];
+    for (int i = 0; i < 16 * H * W; i++) x[i] = zl_rng_normal(&r);
+    for (int i = 0; i < L * 32; i++) cap[i] = zl_rng_normal(&r);
+    CHECK(zl_zimage_forward(a, x, H, W, 0.4f, cap, L, ya) == 0);
+    CHECK(zl_zimage_forward(b, x, H, W, 0.4f, cap, L, yb) == 0);
+    double num = 0, den = 0;
+    for (int i = 0; i < 16 * H * W; i++) { CHECK(isfinite(yb[i])); num += (ya[i] - yb[i]) * (ya[i] - yb[i]); den += ya[i] * ya[i]; }
+    CHECK_MSG(den > 0 && sqrt(num / den) < 3e-2 && num > 0, "rel %.3g", sqrt(num / (den > 0 ? den : 1)));
+    zl_zimage_free(a);
+    zl_zimage_free(b);
+}

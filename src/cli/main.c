@@ -9,6 +9,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 static const command commands[] = {
     {"lora", zl_cmd_lora, "inspect, check, convert, merge and resize LoRA files"},
     {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
+    {"convert-model", zl_cmd_convert_model, "rewrite a checkpoint as one file in bf16/f16/f32, streaming"},
     {"debug", zl_cmd_debug, "tools for tests, parity checks and bug reports"},
     {"bench", zl_cmd_bench, "speed measurements (see bench/ for the comparisons with PyTorch)"},
 };
@@ -17,8 +18,8 @@ static void usage(FILE *f) {
     fprintf(f, "zlora %s — train and use LoRAs for the Z-Image family, in one C program\n\n", ZL_VERSION);
     fprintf(f, "usage: zlora <command> [options]   (zlora <command> --help for details)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  %-10s %s\n", "help", "this text");
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-14s %s\n", "help", "this text");
     fprintf(f, "\noptions: --version, -q (quiet), -v (verbose)\n");
 }
 

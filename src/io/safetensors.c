@@ -2,6 +2,7 @@
 
 #include "safetensors.h"
 #include "../base/base.h"
+#include "../base/progress.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -516,39 +517,49 @@ static int cmp_idx(const void *a, const void *b, void *ctx) {
     return strcmp(k[*(const int *)a], k[*(const int *)b]);
 }
 
+/* Header pieces shared by the writer and the streaming converter. The header starts with "{", the
+ * metadata block (keys sorted) comes first, then one entry per tensor; finish pads to 8 bytes. */
+static void header_meta(zl_buf *h, char **mk, char **mv, int nm) {
+    zl_buf_puts(h, "{");
+    if (!nm) return;
+    int *ord = zl_xmalloc(sizeof(int) * (size_t)nm);
+    for (int i = 0; i < nm; i++) ord[i] = i;
+    qsort_r(ord, (size_t)nm, sizeof(int), cmp_idx, mk);
+    zl_buf_puts(h, "\"__metadata__\":{");
+    for (int j = 0; j < nm; j++) {
+        if (j) zl_buf_puts(h, ",");
+        zl_buf_json_string(h, mk[ord[j]]);
+        zl_buf_puts(h, ":");
+        zl_buf_json_string(h, mv[ord[j]]);
+    }
+    zl_buf_puts(h, "}");
+    free(ord);
+}
+static void header_tensor(zl_buf *h, const char *name, zl_dtype dt, int ndim, const int64_t *shape, uint64_t off, uint64_t nb) {
+    if (h->len > 1) zl_buf_puts(h, ",");
+    zl_buf_json_string(h, name);
+    zl_buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", zl_dtype_name(dt));
+    for (int d = 0; d < ndim; d++) zl_buf_printf(h, "%s%lld", d ? "," : "", (long long)shape[d]);
+    zl_buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nb));
+}
+static void header_finish(zl_buf *h, uint8_t len8[8]) {
+    zl_buf_puts(h, "}");
+    while ((h->len + 8) % 8) zl_buf_puts(h, " ");
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(h->len >> (8 * i));
+}
+
 int zl_stw_write(zl_st_writer *w, const char *path) {
     if (w->n) qsort(w->t, (size_t)w->n, sizeof(wtensor), cmp_wt);
     zl_buf h = {0};
-    zl_buf_puts(&h, "{");
-    if (w->nm) {
-        int *ord = zl_xmalloc(sizeof(int) * (size_t)w->nm);
-        for (int i = 0; i < w->nm; i++) ord[i] = i;
-        qsort_r(ord, (size_t)w->nm, sizeof(int), cmp_idx, w->mk);
-        zl_buf_puts(&h, "\"__metadata__\":{");
-        for (int j = 0; j < w->nm; j++) {
-            int i = ord[j];
-            if (j) zl_buf_puts(&h, ",");
-            zl_buf_json_string(&h, w->mk[i]);
-            zl_buf_puts(&h, ":");
-            zl_buf_json_string(&h, w->mv[i]);
-        }
-        zl_buf_puts(&h, "}");
-        free(ord);
-    }
+    header_meta(&h, w->mk, w->mv, w->nm);
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         wtensor *t = &w->t[i];
-        if (i || w->nm) zl_buf_puts(&h, ",");
-        zl_buf_json_string(&h, t->name);
-        zl_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", zl_dtype_name(t->dt));
-        for (int d = 0; d < t->ndim; d++) zl_buf_printf(&h, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        zl_buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + t->nbytes));
+        header_tensor(&h, t->name, t->dt, t->ndim, t->shape, off, t->nbytes);
         off += t->nbytes;
     }
-    zl_buf_puts(&h, "}");
-    while ((h.len + 8) % 8) zl_buf_puts(&h, " ");
     uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(h.len >> (8 * i));
+    header_finish(&h, len8);
     int np = 2 + w->n;
     const void **parts = zl_xmalloc(sizeof(void *) * (size_t)np);
     size_t *sizes = zl_xmalloc(sizeof(size_t) * (size_t)np);
@@ -559,4 +570,135 @@ int zl_stw_write(zl_st_writer *w, const char *path) {
     free(parts); free(sizes);
     zl_buf_free(&h);
     return rc;
+}
+
+/* ---------------------------------------------------------------- streaming conversion */
+
+static void release_pages(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+static int write_all(int fd, const void *buf, size_t n, const char *path) {
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return zl_err("write to %s failed: %s", path, strerror(errno));
+        }
+        p += w; n -= (size_t)w;
+    }
+    return 0;
+}
+
+int zl_sts_begin(zl_st_stream *s, const char *path, const zl_st_decl *d, int n, char *const *mk, char *const *mv, int nm) {
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    for (int i = 1; i < n; i++)
+        if (strcmp(d[i - 1].name, d[i].name) >= 0) return zl_err("%s: tensors must be declared in sorted order without duplicates (%s)", path, d[i].name);
+    zl_buf h = {0};
+    header_meta(&h, (char **)mk, (char **)mv, nm);
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t ne = 1;
+        for (int k = 0; k < d[i].ndim; k++) ne *= (uint64_t)d[i].shape[k];
+        uint64_t nb = ne * zl_dtype_size(d[i].dtype);
+        header_tensor(&h, d[i].name, d[i].dtype, d[i].ndim, d[i].shape, off, nb);
+        off += nb;
+    }
+    uint8_t len8[8];
+    header_finish(&h, len8);
+    s->expect = off;
+    s->path = zl_xstrdup(path);
+    s->tmp = zl_xasprintf("%s.tmp.%ld", path, (long)getpid());
+    s->fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int rc = s->fd < 0 ? zl_err("cannot create %s: %s", s->tmp, strerror(errno)) : 0;
+    if (!rc) rc = write_all(s->fd, len8, 8, s->tmp);
+    if (!rc) rc = write_all(s->fd, h.s, h.len, s->tmp);
+    zl_buf_free(&h);
+    if (rc) zl_sts_abort(s);
+    return rc;
+}
+
+int zl_sts_write(zl_st_stream *s, const void *data, size_t bytes) {
+    if (s->written + bytes > s->expect) return zl_err("%s: more tensor data than declared", s->path);
+    s->written += bytes;
+    return write_all(s->fd, data, bytes, s->tmp);
+}
+
+void zl_sts_abort(zl_st_stream *s) {
+    if (s->fd >= 0) close(s->fd);
+    if (s->tmp) unlink(s->tmp);
+    free(s->tmp); free(s->path);
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+}
+
+int zl_sts_end(zl_st_stream *s) {
+    int rc = 0;
+    if (s->written != s->expect) rc = zl_err("%s: %llu bytes of tensor data written, %llu declared", s->path,
+                                             (unsigned long long)s->written, (unsigned long long)s->expect);
+    if (!rc && fsync(s->fd) != 0 && errno != EINVAL) rc = zl_err("fsync of %s failed: %s", s->tmp, strerror(errno));
+    if (!rc) { close(s->fd); s->fd = -1; }
+    if (!rc && rename(s->tmp, s->path) != 0) rc = zl_err("cannot rename %s to %s: %s", s->tmp, s->path, strerror(errno));
+    if (rc) { zl_sts_abort(s); return -1; }
+    free(s->tmp); free(s->path);
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    return 0;
+}
+
+int zl_st_convert(const zl_st *src, const char *path, zl_dtype to, const char *const *extra) {
+    if (to != ZL_F32 && to != ZL_BF16 && to != ZL_F16) return zl_err("cannot convert to %s", zl_dtype_name(to));
+    zl_st_writer *meta = zl_stw_new(); /* collects metadata with replacement semantics */
+    for (int i = 0; i < src->nmeta; i++) zl_stw_meta(meta, src->mkeys[i], src->mvals[i]);
+    for (int i = 0; extra && extra[i] && extra[i + 1]; i += 2) zl_stw_meta(meta, extra[i], extra[i + 1]);
+    zl_st_decl *d = zl_xcalloc((size_t)src->n + 1, sizeof(zl_st_decl));
+    uint64_t total = 0;
+    for (int i = 0; i < src->n; i++) { /* src->t is sorted by name */
+        const zl_tensor_info *t = &src->t[i];
+        d[i] = (zl_st_decl){t->name, zl_dtype_is_float(t->dtype) ? to : t->dtype, t->ndim, t->shape};
+        total += t->nbytes;
+    }
+    zl_st_stream s;
+    int rc = zl_sts_begin(&s, path, d, src->n, meta->mk, meta->mv, meta->nm);
+    free(d);
+    zl_stw_free(meta);
+    if (rc) return -1;
+    enum { CHUNK = 1 << 20 };
+    void *buf = zl_xmalloc((size_t)CHUNK * 4);
+    float *f = zl_xmalloc((size_t)CHUNK * 4);
+    zl_progress pr;
+    zl_progress_start(&pr, "converting", (double)total / 1e6, "MB");
+    uint64_t done = 0;
+    for (int i = 0; i < src->n && !rc; i++) {
+        const zl_tensor_info *t = &src->t[i];
+        size_t es = zl_dtype_size(t->dtype);
+        if (!zl_dtype_is_float(t->dtype) || t->dtype == to) {
+            for (size_t o = 0; o < t->nbytes && !rc; o += (size_t)CHUNK * 4) {
+                size_t n = t->nbytes - o < (size_t)CHUNK * 4 ? t->nbytes - o : (size_t)CHUNK * 4;
+                rc = zl_sts_write(&s, (const char *)t->data + o, n);
+                release_pages((const char *)t->data + o, n);
+            }
+        } else {
+            for (uint64_t e = 0; e < t->nelem && !rc; e += CHUNK) {
+                size_t n = t->nelem - e < CHUNK ? (size_t)(t->nelem - e) : CHUNK;
+                const char *sp = (const char *)t->data + e * es;
+                zl_to_f32(f, sp, t->dtype, n);
+                zl_from_f32(buf, f, to, n);
+                rc = zl_sts_write(&s, buf, n * zl_dtype_size(to));
+                release_pages(sp, n * es);
+            }
+        }
+        done += t->nbytes;
+        zl_progress_update(&pr, (double)done / 1e6);
+    }
+    free(buf); free(f);
+    if (rc) { zl_sts_abort(&s); return -1; }
+    if (zl_sts_end(&s)) return -1;
+    zl_progress_end(&pr, (double)done / 1e6);
+    return 0;
 }

@@ -65,4 +65,20 @@ int zl_stw_add_f32(zl_st_writer *w, const char *name, int ndim, const int64_t *s
 int zl_stw_count(const zl_st_writer *w);
 int zl_stw_write(zl_st_writer *w, const char *path);
 
+/* Streaming writer for files too big to hold in memory: declare every tensor up front (sorted by name),
+ * then append their bytes in that order; zl_sts_end checks the byte count, fsyncs and renames (atomic).
+ * On any error the temporary file is removed. */
+typedef struct { const char *name; zl_dtype dtype; int ndim; const int64_t *shape; } zl_st_decl;
+typedef struct { int fd; char *tmp, *path; uint64_t expect, written; } zl_st_stream;
+int zl_sts_begin(zl_st_stream *s, const char *path, const zl_st_decl *d, int n, char *const *mk, char *const *mv, int nm);
+int zl_sts_write(zl_st_stream *s, const void *data, size_t bytes);
+int zl_sts_end(zl_st_stream *s);
+void zl_sts_abort(zl_st_stream *s);
+
+/* Writes a copy of `src` to `path` with every float tensor stored as `to` (F32, BF16 or F16; other
+ * tensors copied), streaming: the header first, then each tensor converted in bounded chunks from the
+ * mapped source, whose pages are released as they are consumed, so memory stays bounded whatever the
+ * size. Metadata is carried plus `extra` key/value pairs (NULL-terminated list, may be NULL). Atomic. */
+int zl_st_convert(const zl_st *src, const char *path, zl_dtype to, const char *const *extra);
+
 #endif
