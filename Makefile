@@ -6,8 +6,8 @@ OPT     ?= -O2
 WERROR  ?= -Werror
 CFLAGS  ?= $(OPT) -g
 BLAS_INC = -I/usr/include/x86_64-linux-gnu/openblas-pthread
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fopenmp $(BLAS_INC) -Isrc $(CFLAGS)
-LDLIBS  = -lcjson -llapacke -lopenblas -lm -lpthread -fopenmp
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fopenmp $(BLAS_INC) $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),-DZL_HAVE_DNNL) -Isrc $(CFLAGS)
+LDLIBS  = -lcjson -lpcre2-8 -lutf8proc -lpng -ljpeg -lwebp -llapacke -lopenblas $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),-ldnnl) -lm -lpthread -fopenmp
 
 LIB_SRC  = $(sort $(filter-out src/cli/main.c,$(wildcard src/*/*.c)))
 CLI_SRC  = src/cli/main.c

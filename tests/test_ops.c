@@ -157,6 +157,91 @@ TEST(ops_linear_branches_delta) {
     for (int k = 0; k < 3; k++) { free((void *)br[k].down); free((void *)br[k].up); }
 }
 
+/* bf16 compute (zl_ops_set_bf16_gemm): the product uses x rounded to bf16, the adapters the exact x. */
+static const int bf16_backends[2] = {ZL_BF16_GEMM_AUTO, ZL_BF16_GEMM_EMULATE};
+
+static double bf16_gemm_case(zl_rng *g, int n, int in, int out, int adapters, int all_modes, char *what) {
+    float *x = randv(g, (size_t)n * in, 1), *w = randv(g, (size_t)out * in, 1.0f / sqrtf((float)in));
+    float *b = randv(g, out, 1), *delta = adapters ? randv(g, (size_t)out * in, 0.1f) : NULL;
+    float *xr = malloc(sizeof(float) * (size_t)n * in), *w0 = calloc((size_t)out * in, sizeof(float));
+    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)out * in);
+    for (size_t i = 0; i < (size_t)out * in; i++) { wb[i] = zl_f32_to_bf16(w[i]); w[i] = zl_bf16_to_f32(wb[i]); }
+    for (size_t i = 0; i < (size_t)n * in; i++) xr[i] = zl_bf16_to_f32(zl_f32_to_bf16(x[i]));
+    int ranks[2] = {3, 120};
+    float scales[2] = {0.7f, -0.05f};
+    zl_branch br[2];
+    for (int k = 0; k < 2; k++)
+        br[k] = (zl_branch){randv(g, (size_t)ranks[k] * in, 0.3f), randv(g, (size_t)out * ranks[k], 0.3f), ranks[k],
+                            scales[k]};
+    int nbr = adapters ? 2 : 0;
+    double *ref = linear_ref(xr, w, b, NULL, 0, NULL, n, in, out);
+    double *exact = linear_ref(x, w, b, NULL, 0, NULL, n, in, out);
+    if (adapters) {
+        double *ad = linear_ref(x, w0, NULL, br, nbr, delta, n, in, out);
+        for (size_t i = 0; i < (size_t)n * out; i++) { ref[i] += ad[i]; exact[i] += ad[i]; }
+        free(ad);
+    }
+    zl_linear L = {ZL_BF16, wb, out, in, b, br, nbr, delta};
+    float *y = malloc(sizeof(float) * (size_t)n * out);
+    double worst = 0;
+    zl_ops_set_bf16_gemm(1);
+    for (int m = 0; m < (all_modes ? 3 : 1); m++)
+        for (int v = 0; v < (all_modes ? 3 : 1); v++)
+            for (int be = 0; be < 2; be++) {
+                zl_ops_set_kernels(modes[m]);
+                zl_ops_set_bf16_tile_rows(v == 1 ? 16 : 0);
+                zl_ops_set_bf16_direct_max_n(v == 2 ? 1 << 30 : -1);
+                zl_ops_set_bf16_gemm_backend(bf16_backends[be]);
+                for (size_t i = 0; i < (size_t)n * out; i++) y[i] = NAN;
+                zl_op_linear(y, x, &L, n);
+                double e = maxerr(y, ref, (size_t)n * out);
+                if (!(e <= worst)) {
+                    worst = e;
+                    sprintf(what, "n %d in %d out %d: mode %s variant %d backend %d", n, in, out, mode_name[m], v,
+                            bf16_backends[be]);
+                }
+            }
+    /* the rounding is real: the result is measurably off the exact product */
+    zl_ops_set_kernels(ZL_KERNELS_AUTO);
+    zl_ops_set_bf16_gemm_backend(ZL_BF16_GEMM_AUTO);
+    zl_op_linear(y, x, &L, n);
+    if (maxerr(y, exact, (size_t)n * out) < 1e-4) {
+        worst = 1;
+        sprintf(what, "n %d in %d out %d: x was not rounded", n, in, out);
+    }
+    zl_ops_set_bf16_gemm(0);
+    reset_kernels();
+    zl_ops_set_bf16_gemm_backend(ZL_BF16_GEMM_AUTO);
+    /* off again: the exact product */
+    zl_op_linear(y, x, &L, n);
+    double e = maxerr(y, exact, (size_t)n * out);
+    if (!(e < 5e-6) && !(worst > e)) {
+        worst = e;
+        sprintf(what, "n %d in %d out %d: mode off is not exact", n, in, out);
+    }
+    free(x); free(w); free(b); free(delta); free(xr); free(w0); free(wb); free(ref); free(exact); free(y);
+    for (int k = 0; k < 2; k++) { free((void *)br[k].down); free((void *)br[k].up); }
+    return worst;
+}
+
+TEST(ops_linear_bf16_gemm) {
+    CHECK(zl_ops_bf16_gemm() == 0); /* the default */
+    zl_rng g = {41};
+    long fast0 = zl_ops_bf16_fast_calls();
+    char what[160] = "";
+    int ns[] = {37, 16, 5, 1};
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        double e = bf16_gemm_case(&g, ns[k], 70, 45, 1, 1, what);
+        CHECK(zl_ops_bf16_gemm() == 0);
+        CHECK_MSG(e < 1e-5, "%g (%s)", e, what);
+    }
+    double e = bf16_gemm_case(&g, 300, 3840, 1000, 0, 0, what);
+    CHECK(zl_ops_bf16_gemm() == 0);
+    CHECK_MSG(e < 1e-5, "%g (%s)", e, what);
+    /* on an AVX512_BF16 CPU with oneDNN built in, the bf16 kernel really ran */
+    if (zl_ops_have_avx512bf16() && zl_bf16_gemm_dnnl_available_()) CHECK(zl_ops_bf16_fast_calls() > fast0);
+}
+
 /* ------------------------------------------------------------------ norms and elementwise */
 
 TEST(ops_rmsnorm_layernorm) {

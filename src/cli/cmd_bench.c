@@ -1,8 +1,9 @@
 /* cmd_bench.c — `zlora bench ...`: speed measurements (never timed tests). The scripts in bench/
  * call these and compare with PyTorch running the same work in the same run.
- *   dit-block --tokens T --dtype f32|bf16 [--iters N] [--threads N] [--json]
+ *   dit-block --tokens T --dtype f32|bf16 [--exact] [--iters N] [--threads N] [--json]
  *       one full-size Z-Image block (dim 3840, FFN 10240, 30 heads of 128) with random weights:
- *       median seconds per forward, GFLOP/s, peak RSS.
+ *       median seconds per forward, GFLOP/s, peak RSS. With bf16 weights the linears run in bf16
+ *       compute (zl_ops_set_bf16_gemm: x rounded to bf16, as PyTorch's bf16 block) unless --exact.
  */
 #include <math.h>
 #include <stdio.h>
@@ -35,13 +36,14 @@ static float *ones(int n, zl_rng *r) {
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
 static int bench_dit_block(int argc, char **argv) {
-    int T = 1024, iters = 3, json = 0, threads = 0;
+    int T = 1024, iters = 3, json = 0, threads = 0, exact = 0;
     zl_dtype dt = ZL_BF16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--exact")) exact = 1;
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(v, "f32") || !strcmp(v, "fp32")) dt = ZL_F32;
@@ -52,6 +54,8 @@ static int bench_dit_block(int argc, char **argv) {
     }
     if (T < 1 || iters < 1) return zl_err("--tokens and --iters must be positive"), zl_cli_fail();
     if (threads > 0) zl_ops_set_threads(threads);
+    int bf16_gemm = dt == ZL_BF16 && !exact, old_gemm = zl_ops_bf16_gemm();
+    zl_ops_set_bf16_gemm(bf16_gemm);
     zl_zimage_config c;
     zl_zimage_default_config(&c);
     zl_rng r = {1234};
@@ -94,12 +98,13 @@ static int bench_dit_block(int argc, char **argv) {
         getrusage(RUSAGE_SELF, &ru);
         double rss_mb = (double)ru.ru_maxrss / 1024.0;
         if (json)
-            printf("{\"bench\":\"dit-block\",\"tokens\":%d,\"dtype\":\"%s\",\"seconds\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.0f,\"iters\":%d}\n",
-                   T, dt == ZL_F32 ? "f32" : "bf16", med, flops / med * 1e-9, rss_mb, iters);
+            printf("{\"bench\":\"dit-block\",\"tokens\":%d,\"dtype\":\"%s\",\"gemm\":\"%s\",\"seconds\":%.4f,\"gflops\":%.1f,\"peak_rss_mb\":%.0f,\"iters\":%d}\n",
+                   T, dt == ZL_F32 ? "f32" : "bf16", bf16_gemm ? "bf16" : "f32", med, flops / med * 1e-9, rss_mb, iters);
         else
-            printf("dit-block forward, %d tokens, %s weights: %.3f s (median of %d), %.1f GFLOP/s, peak RSS %.0f MB\n", T,
-                   dt == ZL_F32 ? "f32" : "bf16", med, iters, flops / med * 1e-9, rss_mb);
+            printf("dit-block forward, %d tokens, %s weights, %s gemm: %.3f s (median of %d), %.1f GFLOP/s, peak RSS %.0f MB\n", T,
+                   dt == ZL_F32 ? "f32" : "bf16", bf16_gemm ? "bf16" : "f32", med, iters, flops / med * 1e-9, rss_mb);
     }
+    zl_ops_set_bf16_gemm(old_gemm);
     for (int i = 0; i < 8; i++) free((void *)ls[i]->w);
     free(ada_b); free(b.norm_q); free(b.norm_k); free(b.attn_norm1); free(b.attn_norm2); free(b.ffn_norm1); free(b.ffn_norm2);
     free(x); free(x0); free(cond); free(ids); free(cs); free(times);
@@ -109,8 +114,9 @@ static int bench_dit_block(int argc, char **argv) {
 int zl_cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         printf("usage: zlora bench <what> ...\n"
-               "  dit-block --tokens T --dtype f32|bf16 [--iters N] [--threads N] [--json]\n"
-               "      one full-size Z-Image block with random weights: seconds per forward (median), GFLOP/s, peak RSS\n");
+               "  dit-block --tokens T --dtype f32|bf16 [--exact] [--iters N] [--threads N] [--json]\n"
+               "      one full-size Z-Image block with random weights: seconds per forward (median), GFLOP/s, peak RSS;\n"
+               "      bf16 weights run bf16 compute (x rounded to bf16, fp32 accumulation) unless --exact\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "dit-block")) return bench_dit_block(argc - 1, argv + 1);

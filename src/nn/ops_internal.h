@@ -24,12 +24,30 @@ void zl_ops_set_bf16_tile_rows(int rows);
  * (-1 = automatic). For tests and benchmarks. */
 void zl_ops_set_bf16_direct_max_n(int n);
 
+/* bf16 compute (zl_ops_set_bf16_gemm in ops.h): which kernel multiplies. AUTO: oneDNN's matmul
+ * (linear_dnnl.c) when it is built in, the kernels are SIMD and the CPU has AVX512_BF16, else EMULATE.
+ * EMULATE: x rounded to bf16 (into an f32 copy, or on the fly on the direct path), then the fp32 path:
+ * the same numbers up to fp32 summation order, without the speed. For tests and benchmarks. */
+enum { ZL_BF16_GEMM_AUTO = 0, ZL_BF16_GEMM_EMULATE = 1 };
+void zl_ops_set_bf16_gemm_backend(int backend);
+/* How many zl_op_linear calls so far ran on a bf16 kernel (for tests; not atomic). */
+long zl_ops_bf16_fast_calls(void);
+/* 1 when the CPU has AVX512F and AVX512_BF16 (vdpbf16ps). */
+int zl_ops_have_avx512bf16(void);
+
 /* ---- shared between ops.c, linear.c and attention.c ---- */
 /* The family to run now: ZL_KERNELS_SIMD (internal value 3), GENERIC or FALLBACK. */
 #define ZL_KERNELS_SIMD 3
 int zl_ops_kernels_(void);
 int zl_ops_bf16_tile_rows_(void);
 int zl_ops_bf16_direct_max_n_(void);
+/* linear_dnnl.c: y [n, out] = bf16(x) [n, in] · wᵀ (+ bias [out]), w [out, in] bf16, fp32 accumulation
+ * and output, with oneDNN. Returns -1 (y undefined) when oneDNN is not built in, fails, or only offers
+ * a kernel without bf16 instructions. _available_: 1 when built with oneDNN. */
+int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float *bias, int n, int out, int in);
+int zl_bf16_gemm_dnnl_available_(void);
+/* linear.c: dst [cnt] = bf16(src) (nearest even), OpenMP over blocks when big. */
+void zl_f32_to_bf16_par_(uint16_t *dst, const float *src, size_t cnt);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define ZL_X86_SIMD 1
