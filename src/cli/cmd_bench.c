@@ -82,13 +82,15 @@ static int bench_dit_block(int argc, char **argv) {
     float *cs = zl_xmalloc(sizeof(float) * (size_t)T * c.head_dim);
     zl_rope_table_3axis(cs, ids, T, c.axes_dims, c.rope_theta);
     double *times = zl_xmalloc(sizeof(double) * (size_t)(iters + 1));
-    int rc = 0;
+    zl_zblock_ws *ws = zl_zblock_ws_new(&c, T); /* scratch reused, as the model forward does */
+    int rc = ws ? 0 : -1;
     for (int it = 0; it <= iters && rc == 0; it++) { /* the first run warms up */
         memcpy(x, x0, sizeof(float) * (size_t)T * c.dim);
         double t0 = zl_now();
-        rc = zl_zblock_forward(&c, &b, x, T, cs, cond);
+        rc = zl_zblock_forward(&c, &b, x, T, cs, cond, ws);
         times[it] = zl_now() - t0;
     }
+    zl_zblock_ws_free(ws);
     if (rc == 0) {
         qsort(times + 1, (size_t)iters, sizeof(double), cmp_d);
         double med = times[1 + iters / 2];

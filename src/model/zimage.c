@@ -608,7 +608,27 @@ static int scratch_alloc(scratch *s, const zl_zimage_config *c, int n) {
     return zl_err("out of memory for %d tokens", n);
 }
 
-int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, int n, const float *cs, const float *cond) {
+struct zl_zblock_ws { scratch s; int n; };
+
+zl_zblock_ws *zl_zblock_ws_new(const zl_zimage_config *c, int n) {
+    zl_zblock_ws *w = zl_xcalloc(1, sizeof *w);
+    if (scratch_alloc(&w->s, c, n)) { free(w); return NULL; }
+    w->n = n;
+    return w;
+}
+
+void zl_zblock_ws_free(zl_zblock_ws *w) {
+    if (!w) return;
+    scratch_free(&w->s);
+    free(w);
+}
+
+int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, int n, const float *cs, const float *cond,
+                      zl_zblock_ws *ws) {
+    if (ws && ws->n >= n) {
+        block_forward(c, b, x, n, cs, b->modulated ? cond : NULL, &ws->s);
+        return 0;
+    }
     scratch s;
     if (scratch_alloc(&s, c, n)) return -1;
     block_forward(c, b, x, n, cs, b->modulated ? cond : NULL, &s);

@@ -56,7 +56,12 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
 int zl_zimage_forward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L, float *out);
 
 /* One transformer block on x [n, dim] in place (for benchmarks and tests): cs is the RoPE table
- * [n, head_dim/2, 2], cond the adaLN input [adaln] (ignored for unmodulated blocks). */
-int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, int n, const float *cs, const float *cond);
+ * [n, head_dim/2, 2], cond the adaLN input [adaln] (ignored for unmodulated blocks). ws: scratch for
+ * up to ws_tokens tokens from zl_zblock_ws_new, reused across calls (NULL: allocated per call). */
+typedef struct zl_zblock_ws zl_zblock_ws;
+zl_zblock_ws *zl_zblock_ws_new(const zl_zimage_config *c, int ws_tokens);
+void zl_zblock_ws_free(zl_zblock_ws *ws);
+int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, int n, const float *cs, const float *cond,
+                      zl_zblock_ws *ws);
 
 #endif
