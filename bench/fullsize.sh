@@ -41,5 +41,5 @@ run "fp32 shards -> bf16 while loading + forward 256x256" ./zlora -q debug dit -
 run "convert-model fp32 shards -> one bf16 file" ./zlora -q convert-model "$D/f32" "$D/bf16.safetensors"
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 run "bf16 file (mmap) + forward 256x256" ./zlora -q debug dit --model "$D/bf16.safetensors" --in "$D/in256.safetensors" --out "$D/out.safetensors"
-run "bf16 file (mmap) + forward 512x512" ./zlora -q debug dit --model "$D/bf16.safetensors" --in "$D/in512.safetensors" --out "$D/out.safetensors"
+run "bf16 file (mmap) + forward 512x512, bf16 GEMM" ./zlora -q debug dit --bf16-gemm --model "$D/bf16.safetensors" --in "$D/in512.safetensors" --out "$D/out.safetensors"
 [ "${KEEP:-0}" = 1 ] || rm -rf "$D"

@@ -147,7 +147,8 @@ static float *read_input(zl_st *st, const char *file, const char *name, int ndim
 static int cmd_dit(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     const char *usage = "usage: zlora debug dit --model PATH [--lora FILE[:STRENGTH]]... [--lora-mode merge|runtime]\n"
-                        "                       [--weights bf16|f32] [--force] --in IN.safetensors --out OUT.safetensors\n"
+                        "                       [--weights bf16|f32] [--bf16-gemm] [--force] --in IN.safetensors --out OUT.safetensors\n"
+                        "  --bf16-gemm: with bf16 weights, round GEMM inputs to bf16 (fast on AVX512_BF16; not exact)\n"
                         "  IN holds x [16,H,W] (latent), t [1] (model time t = 1 - sigma), cap [L,cap_feat_dim] (float32)\n"
                         "  OUT receives out [16,H,W], the raw model output (about x0 - noise; not negated)\n";
     zl_zimage_opts o;
@@ -163,6 +164,7 @@ static int cmd_dit(int argc, char **argv) {
         else if (!strcmp(a, "--in") && i + 1 < argc) in = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "--bf16-gemm")) zl_ops_set_bf16_gemm(1);
         else if (!strcmp(a, "--lora-mode") && i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(v, "merge")) merge = 1;
