@@ -190,8 +190,10 @@ static int cmd_dit(int argc, char **argv) {
     if (rc == 0) rc = zl_st_open(in, &st);
     if (rc == 0 && (!(x = read_input(st, in, "x", 3, xd)) || !(t = read_input(st, in, "t", 1, td)) ||
                     !(cap = read_input(st, in, "cap", 2, cd)))) rc = -1;
+    double t0 = zl_now();
     if (rc == 0) rc = zl_zimage_load(model, &o, &m);
     if (rc == 0) {
+        zl_info("loaded in %.1f s", zl_now() - t0);
         zl_info("model: %s (%s naming, dim %d, %d layers, %d+%d refiners, cap %d, weights %s)", m->path, m->naming,
                 m->cfg.dim, m->cfg.n_layers, m->cfg.n_refiner, m->cfg.n_refiner, m->cfg.cap_feat_dim, zl_dtype_name(m->weight_dtype));
         if (xd[0] != m->cfg.in_channels) rc = zl_err("%s: x has %lld channels, the model takes %d", in, (long long)xd[0], m->cfg.in_channels);
@@ -201,7 +203,10 @@ static int cmd_dit(int argc, char **argv) {
     if (rc == 0 && nl) rc = zl_zimage_apply_loras(m, loras, str, nl, merge, force, print_line);
     if (rc == 0) {
         y = zl_try_malloc(sizeof(float) * (size_t)(xd[0] * xd[1] * xd[2]));
+        t0 = zl_now();
         rc = y ? zl_zimage_forward(m, x, (int)xd[1], (int)xd[2], t[0], cap, (int)cd[0], y) : -1;
+        if (rc == 0) zl_info("forward (%lldx%lld latent, %lld caption tokens) in %.2f s", (long long)xd[1], (long long)xd[2],
+                             (long long)cd[0], zl_now() - t0);
     }
     if (rc == 0) {
         zl_st_writer *w = zl_stw_new();

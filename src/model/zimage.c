@@ -113,7 +113,10 @@ static int load_linear(loader *L, zl_linear *lin, const char *canon, int out, in
     const char *src = (const char *)t->data + (size_t)s.row0 * (size_t)in * es;
     lin->dtype = L->m->weight_dtype;
     if (t->dtype == lin->dtype && (uintptr_t)src % es == 0) {
-        lin->w = src; /* zero copy */
+        lin->w = src; /* zero copy; ask for the pages ahead of the first forward */
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)src & ~(uintptr_t)(pg - 1);
+        madvise((void *)a, n * es + ((uintptr_t)src - a), MADV_WILLNEED);
     } else if (t->dtype == lin->dtype) { /* unaligned in the file: copy */
         void *d = zl_try_malloc(n * es);
         if (!d) return zl_err_prefix("%s: loading %s", L->m->path, canon);
