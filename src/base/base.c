@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,19 @@ int zl_write_atomic(const char *path, const void *const *parts, const size_t *si
     }
     free(tmp);
     return 0;
+}
+
+void zl_pages_release(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+void zl_pages_willneed(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+    if (n) madvise((void *)a, n + ((uintptr_t)p - a), MADV_WILLNEED);
 }
 
 int zl_file_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }

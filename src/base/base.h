@@ -59,6 +59,10 @@ int zl_mul_size(size_t a, size_t b, size_t *out);
 /* Files. zl_write_atomic writes to "<path>.tmp.<pid>" then fsyncs and renames over path. */
 int zl_write_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts);
 int zl_file_exists(const char *path);
+/* Memory-mapped file pages: drop the whole pages inside [p, p+n) (MADV_DONTNEED: done with them), or
+ * ask the kernel to read the pages covering [p, p+n) ahead (MADV_WILLNEED). Advisory; never fail. */
+void zl_pages_release(const void *p, size_t n);
+void zl_pages_willneed(const void *p, size_t n);
 int zl_is_dir(const char *path);
 /* Short content hash (FNV-1a 64 over bytes), used for provenance. */
 uint64_t zl_hash64(const void *data, size_t n, uint64_t h);

@@ -574,13 +574,6 @@ int zl_stw_write(zl_st_writer *w, const char *path) {
 
 /* ---------------------------------------------------------------- streaming conversion */
 
-static void release_pages(const void *p, size_t n) {
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
 static int write_all(int fd, const void *buf, size_t n, const char *path) {
     const char *p = buf;
     while (n) {
@@ -681,7 +674,7 @@ int zl_st_convert(const zl_st *src, const char *path, zl_dtype to, const char *c
             for (size_t o = 0; o < t->nbytes && !rc; o += (size_t)CHUNK * 4) {
                 size_t n = t->nbytes - o < (size_t)CHUNK * 4 ? t->nbytes - o : (size_t)CHUNK * 4;
                 rc = zl_sts_write(&s, (const char *)t->data + o, n);
-                release_pages((const char *)t->data + o, n);
+                zl_pages_release((const char *)t->data + o, n);
             }
         } else {
             for (uint64_t e = 0; e < t->nelem && !rc; e += CHUNK) {
@@ -690,7 +683,7 @@ int zl_st_convert(const zl_st *src, const char *path, zl_dtype to, const char *c
                 zl_to_f32(f, sp, t->dtype, n);
                 zl_from_f32(buf, f, to, n);
                 rc = zl_sts_write(&s, buf, n * zl_dtype_size(to));
-                release_pages(sp, n * es);
+                zl_pages_release(sp, n * es);
             }
         }
         done += t->nbytes;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ ownership */
@@ -88,14 +87,6 @@ static void note_missing(loader *L, const char *canon, const char *suffix) {
     L->missing++;
 }
 
-/* Releases the pages of an mmapped range (conversion done: keep RSS bounded). */
-static void release(const void *p, size_t n) {
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
 /* Loads a linear weight [out, in] (+ bias when has_bias). */
 static int load_linear(loader *L, zl_linear *lin, const char *canon, int out, int in, int has_bias) {
     src_tensor s;
@@ -114,9 +105,7 @@ static int load_linear(loader *L, zl_linear *lin, const char *canon, int out, in
     lin->dtype = L->m->weight_dtype;
     if (t->dtype == lin->dtype && (uintptr_t)src % es == 0) {
         lin->w = src; /* zero copy; ask for the pages ahead of the first forward */
-        long pg = sysconf(_SC_PAGESIZE);
-        uintptr_t a = (uintptr_t)src & ~(uintptr_t)(pg - 1);
-        madvise((void *)a, n * es + ((uintptr_t)src - a), MADV_WILLNEED);
+        zl_pages_willneed(src, n * es);
     } else if (t->dtype == lin->dtype) { /* unaligned in the file: copy */
         void *d = zl_try_malloc(n * es);
         if (!d) return zl_err_prefix("%s: loading %s", L->m->path, canon);
@@ -126,13 +115,13 @@ static int load_linear(loader *L, zl_linear *lin, const char *canon, int out, in
         uint16_t *d = zl_try_malloc(n * 2);
         if (!d) return zl_err_prefix("%s: loading %s", L->m->path, canon);
         zl_to_bf16(d, src, t->dtype, n);
-        release(src, n * es);
+        zl_pages_release(src, n * es);
         lin->w = own(L->m, d);
     } else {
         float *d = zl_try_malloc(n * 4);
         if (!d) return zl_err_prefix("%s: loading %s", L->m->path, canon);
         zl_to_f32(d, src, t->dtype, n);
-        release(src, n * es);
+        zl_pages_release(src, n * es);
         lin->w = own(L->m, d);
     }
     if (has_bias) {
