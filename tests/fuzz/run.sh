@@ -59,7 +59,9 @@ rm -f "$PROBE" "$PROBE.c"
 
 LIB_SRC=$(ls src/*/*.c | grep -v '^src/cli/main\.c$')
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_GNU_SOURCE -std=c11"
-LIBS="-lcjson -llapacke -lopenblas -lm -lpthread $OMP"
+# libraries and defines come from the Makefile (FUZZ_LIBS / FUZZ_DEFS) so they never drift apart
+LIBS="${FUZZ_LIBS:--lcjson -lpcre2-8 -lutf8proc -lpng -ljpeg -lwebp -llapacke -lopenblas -lm -lpthread} $OMP"
+CFLAGS="$CFLAGS ${FUZZ_DEFS:-}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
