@@ -17,25 +17,30 @@ HDRS     = $(wildcard src/*/*.h) tests/test.h
 BUILD ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps test test-plain test-asan fuzz demo clean clang check-deps goldens zimage-weights
+.PHONY: all deps test test-plain test-asan test-clang fuzz demo clean clang check-deps goldens zimage-weights
 # Debian's python (numpy, torch) for the reference scripts, also where a pyenv shim shadows it
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 export PYTHON
 all: zlora
 
+# V=1 shows the full compiler command lines
+Q = $(if $(V),,@)
 $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC    $<  ($(BUILD))")
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/libzlora.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 zlora: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LINK  $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_zlora: $(TEST_SRC) tests/test_main.c $(BUILD)/libzlora.a $(HDRS)
-	$(CC) $(ALL_CFLAGS) -Itests -o $@ $(filter %.c,$^) $(BUILD)/libzlora.a $(LDLIBS)
+	@$(if $(V),,echo "  LINK  $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests -o $@ $(filter %.c,$^) $(BUILD)/libzlora.a $(LDLIBS)
 
 deps:
 	@sh scripts/deps.sh
@@ -45,6 +50,7 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-
 
 test: deps
 	@$(MAKE) --no-print-directory test-plain
+	@$(MAKE) --no-print-directory test-clang
 	@$(MAKE) --no-print-directory test-asan
 	@$(MAKE) --no-print-directory fuzz
 	@sh tests/summary.sh
@@ -65,7 +71,13 @@ test-asan: zimage-weights
 	  ZLORA=./build-asan/zlora sh tests/run.sh build-asan/test_zlora asan
 
 zlora-asan: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
-	$(CC) $(ALL_CFLAGS) -o $(BUILD)/zlora $^ $(LDLIBS)
+	@$(if $(V),,echo "  LINK  $(BUILD)/zlora")
+	$(Q)$(CC) $(ALL_CFLAGS) -o $(BUILD)/zlora $^ $(LDLIBS)
+
+# clang must build everything warning-free too (the tests themselves run in the gcc builds)
+test-clang:
+	@$(MAKE) --no-print-directory BUILD=build-clang CC=$(CLANG) build-clang/test_zlora
+	@echo "clang: build ok" 
 
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -77,4 +89,4 @@ demo: deps zlora
 	@sh scripts/demo.sh
 
 clean:
-	rm -rf build build-asan build-fuzz zlora
+	rm -rf build build-asan build-clang build-fuzz zlora
