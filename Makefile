@@ -58,9 +58,11 @@ test: deps
 # regenerate every Z-Image golden, LoRA and weight file (needs python3-torch)
 goldens:
 	$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage
+	$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3
 # recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
 zimage-weights:
 	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only
+	@$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3 --weights-only
 
 test-plain: zlora $(BUILD)/test_zlora zimage-weights
 	@ZLORA=./zlora sh tests/run.sh $(BUILD)/test_zlora plain

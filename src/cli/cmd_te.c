@@ -1,0 +1,114 @@
+/* cmd_te.c — `zlora debug te --model PATH (--prompt TEXT | --ids 1,2,3) --out OUT.safetensors`:
+ * the Qwen3 text encoder on one prompt. OUT holds `cap` [L, hidden] float32 (hidden_states[-2] of the
+ * real tokens, what the DiT takes as its caption) and `ids` [L] int32. --prompt goes through the
+ * tokenizer and the Z-Image chat template (max 512 tokens); --ids bypasses tokenization. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/base.h"
+#include "cli/cli.h"
+#include "cli/cmd_te.h"
+#include "io/safetensors.h"
+#include "model/qwen3.h"
+#include "model/tokenizer.h"
+
+static const char *usage =
+    "usage: zlora debug te --model PATH (--prompt TEXT | --ids 1,2,3) --out OUT.safetensors [--weights bf16|f32]\n"
+    "  PATH: a model folder (text_encoder/ and tokenizer/), a text_encoder/ folder or a single Qwen3 file\n"
+    "        (ComfyUI's qwen_3_4b.safetensors; --ids only, since it has no tokenizer)\n"
+    "  --prompt TEXT  tokenized with the Z-Image chat template (at most 512 tokens)\n"
+    "  --ids LIST     token ids, comma-separated, used as they are (no template)\n"
+    "  OUT receives cap [L,hidden] (float32, hidden_states[-2] of the real tokens) and ids [L] (int32)\n";
+
+/* Parses "1,2, 3" into a new array. */
+static int parse_ids(const char *s, int32_t **ids, int *n) {
+    int cap = 16, k = 0;
+    int32_t *v = zl_xmalloc(sizeof(int32_t) * (size_t)cap);
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return zl_err("--ids: '%s' is not a comma-separated list of non-negative token ids", s);
+        }
+        if (k == cap) v = zl_xrealloc(v, sizeof(int32_t) * (size_t)(cap *= 2));
+        v[k++] = (int32_t)x;
+        p = end;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == 0) break;
+        if (*p != ',') { free(v); return zl_err("--ids: unexpected '%c' in '%s'", *p, s); }
+        p++;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+static int tokenize(const char *model, const char *prompt, int32_t **ids, int *n) {
+    zl_tokenizer *tok = NULL;
+    if (zl_tok_load(model, &tok)) return -1; /* a model folder with tokenizer/, or the tokenizer itself */
+    int rc = zl_tok_encode_prompt(tok, prompt, ZL_TOK_MAX_LEN, ids, n);
+    zl_tok_free(tok);
+    return rc ? -1 : 0;
+}
+
+int zl_cmd_debug_te(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *ids_arg = NULL, *out = NULL;
+    zl_qwen3_opts o;
+    zl_qwen3_default_opts(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(usage, stdout); return 0; }
+        else if (!strcmp(a, "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(a, "--prompt") && i + 1 < argc) prompt = argv[++i];
+        else if (!strcmp(a, "--ids") && i + 1 < argc) ids_arg = argv[++i];
+        else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(a, "--weights") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "bf16")) o.weight_dtype = ZL_BF16;
+            else if (!strcmp(v, "f32") || !strcmp(v, "fp32")) o.weight_dtype = ZL_F32;
+            else { fprintf(stderr, "error: --weights must be bf16 or f32\n%s", usage); return 2; }
+        } else { fprintf(stderr, "error: debug te: unexpected argument '%s'\n%s", a, usage); return 2; }
+    }
+    if (!model || !out || !prompt == !ids_arg) {
+        fprintf(stderr, "error: debug te: --model, --out and one of --prompt or --ids are required\n%s", usage);
+        return 2;
+    }
+    int32_t *ids = NULL;
+    int n = 0, rc;
+    float *cap = NULL;
+    zl_qwen3 *m = NULL;
+    rc = ids_arg ? parse_ids(ids_arg, &ids, &n) : tokenize(model, prompt, &ids, &n);
+    if (rc == 0) rc = zl_qwen3_load(model, &o, &m);
+    if (rc == 0) {
+        zl_info("text encoder: %s (prefix \"%s\", hidden %d, %d of %d layers, %d/%d heads x %d, weights %s%s)", m->path,
+                m->prefix, m->cfg.hidden, m->n_run, m->cfg.n_layers, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim,
+                zl_dtype_name(m->weight_dtype), m->have_config_json ? "" : "; no config.json: config from shapes");
+        cap = zl_try_malloc(sizeof(float) * (size_t)n * (size_t)m->cfg.hidden);
+        if (!cap) rc = -1;
+    }
+    if (rc == 0) {
+        double t0 = zl_now();
+        rc = zl_qwen3_encode(m, ids, n, cap);
+        if (rc == 0) zl_info("encoded %d tokens in %.3f s", n, zl_now() - t0);
+    }
+    if (rc == 0) {
+        zl_st_writer *w = zl_stw_new();
+        zl_stw_meta(w, "zlora.model", model);
+        if (prompt && zl_utf8_valid(prompt, strlen(prompt))) zl_stw_meta(w, "zlora.prompt", prompt);
+        int64_t sc[2] = {n, m->cfg.hidden}, si[1] = {n};
+        rc = zl_stw_add_f32(w, "cap", 2, sc, cap, ZL_F32);
+        if (rc == 0) rc = zl_stw_add(w, "ids", ZL_I32, 1, si, ids);
+        if (rc == 0) rc = zl_stw_write(w, out);
+        zl_stw_free(w);
+    }
+    free(ids);
+    free(cap);
+    zl_qwen3_free(m);
+    return rc ? zl_cli_fail() : 0;
+}
