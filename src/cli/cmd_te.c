@@ -12,6 +12,7 @@
 #include "cli/cmd_te.h"
 #include "io/safetensors.h"
 #include "model/qwen3.h"
+#include "model/te_cache.h"
 #include "model/tokenizer.h"
 
 static const char *usage =
@@ -20,6 +21,8 @@ static const char *usage =
     "        (ComfyUI's qwen_3_4b.safetensors; --ids only, since it has no tokenizer)\n"
     "  --prompt TEXT  tokenized with the Z-Image chat template (at most 512 tokens)\n"
     "  --ids LIST     token ids, comma-separated, used as they are (no template)\n"
+    "  --cache DIR    reuse/store features in DIR (keyed by encoder identity, template and prompt; a hit\n"
+    "                 never loads the encoder)\n"
     "  OUT receives cap [L,hidden] (float32, hidden_states[-2] of the real tokens) and ids [L] (int32)\n";
 
 /* Parses "1,2, 3" into a new array. */
@@ -58,7 +61,7 @@ static int tokenize(const char *model, const char *prompt, int32_t **ids, int *n
 }
 
 int zl_cmd_debug_te(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *ids_arg = NULL, *out = NULL;
+    const char *model = NULL, *prompt = NULL, *ids_arg = NULL, *out = NULL, *cache = NULL;
     zl_qwen3_opts o;
     zl_qwen3_default_opts(&o);
     for (int i = 1; i < argc; i++) {
@@ -68,6 +71,7 @@ int zl_cmd_debug_te(int argc, char **argv) {
         else if (!strcmp(a, "--prompt") && i + 1 < argc) prompt = argv[++i];
         else if (!strcmp(a, "--ids") && i + 1 < argc) ids_arg = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(a, "--cache") && i + 1 < argc) cache = argv[++i];
         else if (!strcmp(a, "--weights") && i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(v, "bf16")) o.weight_dtype = ZL_BF16;
@@ -80,28 +84,37 @@ int zl_cmd_debug_te(int argc, char **argv) {
         return 2;
     }
     int32_t *ids = NULL;
-    int n = 0, rc;
+    int n = 0, rc = 0, hidden = 0, hit = 0;
     float *cap = NULL;
     zl_qwen3 *m = NULL;
-    rc = ids_arg ? parse_ids(ids_arg, &ids, &n) : tokenize(model, prompt, &ids, &n);
-    if (rc == 0) rc = zl_qwen3_load(model, &o, &m);
-    if (rc == 0) {
+    char *identity = NULL;
+    if (cache && prompt) {
+        identity = zl_te_identity(model);
+        hit = identity ? zl_te_cache_load(cache, identity, prompt, &cap, &ids, &n, &hidden) : -1;
+        if (hit < 0) rc = -1;
+        if (hit > 0) zl_info("features from the cache (%d tokens); the encoder was not loaded", n);
+    }
+    if (rc == 0 && !hit) rc = ids_arg ? parse_ids(ids_arg, &ids, &n) : tokenize(model, prompt, &ids, &n);
+    if (rc == 0 && !hit) rc = zl_qwen3_load(model, &o, &m);
+    if (rc == 0 && !hit) {
         zl_info("text encoder: %s (prefix \"%s\", hidden %d, %d of %d layers, %d/%d heads x %d, weights %s%s)", m->path,
                 m->prefix, m->cfg.hidden, m->n_run, m->cfg.n_layers, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim,
                 zl_dtype_name(m->weight_dtype), m->have_config_json ? "" : "; no config.json: config from shapes");
         cap = zl_try_malloc(sizeof(float) * (size_t)n * (size_t)m->cfg.hidden);
         if (!cap) rc = -1;
     }
-    if (rc == 0) {
+    if (rc == 0 && !hit) {
         double t0 = zl_now();
+        hidden = m->cfg.hidden;
         rc = zl_qwen3_encode(m, ids, n, cap);
         if (rc == 0) zl_info("encoded %d tokens in %.3f s", n, zl_now() - t0);
+        if (rc == 0 && identity) rc = zl_te_cache_store(cache, identity, prompt, cap, ids, n, hidden);
     }
     if (rc == 0) {
         zl_st_writer *w = zl_stw_new();
         zl_stw_meta(w, "zlora.model", model);
         if (prompt && zl_utf8_valid(prompt, strlen(prompt))) zl_stw_meta(w, "zlora.prompt", prompt);
-        int64_t sc[2] = {n, m->cfg.hidden}, si[1] = {n};
+        int64_t sc[2] = {n, hidden}, si[1] = {n};
         rc = zl_stw_add_f32(w, "cap", 2, sc, cap, ZL_F32);
         if (rc == 0) rc = zl_stw_add(w, "ids", ZL_I32, 1, si, ids);
         if (rc == 0) rc = zl_stw_write(w, out);
@@ -109,6 +122,7 @@ int zl_cmd_debug_te(int argc, char **argv) {
     }
     free(ids);
     free(cap);
+    free(identity);
     zl_qwen3_free(m);
     return rc ? zl_cli_fail() : 0;
 }
