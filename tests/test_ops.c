@@ -526,3 +526,118 @@ TEST(ops_set_threads) {
     CHECK(memcmp(a, b, sizeof(float) * n * d) == 0);
     free(x); free(a); free(b);
 }
+
+/* bf16 compute (zl_ops_set_bf16_gemm) in attention: q, k, v and the probabilities P rounded to bf16. The
+ * reference rounds q, k and v but not P; the P rounding (~2^-9 relative per term) is what the relative L2
+ * tolerance covers, while lse (the unrounded P's sum) stays within fp32 error of it. */
+static double rel_l2(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double lse_err(const float *lse, const double *ref, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = isinf(ref[i]) ? (lse[i] == ref[i] ? 0 : 1) : fabs(lse[i] - ref[i]) / (1 + fabs(ref[i]));
+        if (!(d <= worst)) worst = d;
+    }
+    return worst;
+}
+
+TEST(ops_attention_bf16) {
+    struct { int nq, nk, hq, hkv, hd, causal; } c[] = {
+        {53, 71, 4, 2, 16, 0},  {53, 71, 4, 2, 16, 1},   {71, 53, 4, 2, 16, 1}, /* nq > nk: 18 rows see nothing */
+        {53, 71, 4, 2, 13, 1},  {53, 71, 4, 2, 7, 0},    {130, 300, 2, 1, 128, 1}, {130, 257, 2, 1, 128, 0},
+        {1, 5, 2, 2, 8, 1},     {3, 0, 1, 1, 4, 0},      {64, 129, 2, 2, 6, 0},
+    };
+    const int backends[2] = {ZL_BF16_GEMM_AUTO, ZL_BF16_GEMM_EMULATE};
+    CHECK(zl_ops_bf16_gemm() == 0); /* the default */
+    long fast0 = zl_ops_attention_bf16_fast_calls();
+    zl_rng g = {42};
+    for (size_t t = 0; t < sizeof c / sizeof *c; t++) {
+        int nq = c[t].nq, nk = c[t].nk, hq = c[t].hq, hkv = c[t].hkv, hd = c[t].hd, causal = c[t].causal;
+        size_t no = (size_t)nq * hq * hd, nkv = (size_t)nk * hkv * hd, nl = (size_t)hq * nq;
+        float *q = randv(&g, no, 1.5f), *k = randv(&g, nkv, 1.5f), *v = randv(&g, nkv, 1);
+        float *qr = malloc(sizeof(float) * no), *kr = malloc(sizeof(float) * (nkv ? nkv : 1)),
+              *vr = malloc(sizeof(float) * (nkv ? nkv : 1));
+        for (size_t i = 0; i < no; i++) qr[i] = zl_bf16_to_f32(zl_f32_to_bf16(q[i]));
+        for (size_t i = 0; i < nkv; i++) {
+            kr[i] = zl_bf16_to_f32(zl_f32_to_bf16(k[i]));
+            vr[i] = zl_bf16_to_f32(zl_f32_to_bf16(v[i]));
+        }
+        float *o = malloc(sizeof(float) * no), *o32 = malloc(sizeof(float) * no), *lse = malloc(sizeof(float) * nl);
+        double *ro = malloc(sizeof(double) * no), *rl = malloc(sizeof(double) * nl);
+        double *eo = malloc(sizeof(double) * no), *el = malloc(sizeof(double) * nl);
+        attention_ref(ro, rl, qr, kr, vr, nq, nk, hq, hkv, hd, causal); /* q, k, v rounded, P exact */
+        attention_ref(eo, el, q, k, v, nq, nk, hq, hkv, hd, causal);    /* nothing rounded */
+        zl_op_attention(o32, q, k, v, nq, nk, hq, hkv, hd, causal, NULL); /* fp32 mode */
+        double lo = 1, hi = 0, hil = 0, dmin = 1, same = 0;
+        float *ob = malloc(sizeof(float) * no);
+        char what[160] = "";
+        zl_ops_set_bf16_gemm(1);
+        for (int m = 0; m < 3; m++)
+            for (int be = 0; be < 2; be++) {
+                zl_ops_set_kernels(modes[m]);
+                zl_ops_set_attention_bf16_backend(backends[be]);
+                for (int pass = 0; pass < 2; pass++) { /* with lse, then without */
+                    for (size_t i = 0; i < no; i++) o[i] = NAN;
+                    for (size_t i = 0; i < nl; i++) lse[i] = NAN;
+                    zl_op_attention(o, q, k, v, nq, nk, hq, hkv, hd, causal, pass ? NULL : lse);
+                    double e = rel_l2(o, ro, no), el_ = pass ? 0 : lse_err(lse, rl, nl);
+                    for (int h = 0; h < hq; h++) /* rows that see no key: exactly 0 */
+                        for (int i = 0; i < nq; i++)
+                            if (isinf(rl[(size_t)h * nq + i]))
+                                for (int d = 0; d < hd; d++)
+                                    if (o[((size_t)i * hq + h) * hd + d] != 0.0f) el_ = 1;
+                    if (!(e <= hi) || !(el_ <= hil))
+                        sprintf(what, "mode %s backend %d pass %d: o %g lse %g", mode_name[m], backends[be], pass, e,
+                                el_);
+                    if (!(e <= hi)) hi = e;
+                    if (!(el_ <= hil)) hil = el_;
+                    if (e < lo) lo = e;
+                }
+                /* the blocked versions round P against the same block maxima: the same numbers up to fp32
+                 * summation order, whichever kernel ran (the row version rounds against running maxima) */
+                if (m == 0 && be == 0) memcpy(ob, o, sizeof(float) * no);
+                else if (modes[m] != ZL_KERNELS_FALLBACK) {
+                    double d = 0, n2 = 0;
+                    for (size_t i = 0; i < no; i++) {
+                        d += ((double)o[i] - ob[i]) * ((double)o[i] - ob[i]);
+                        n2 += (double)ob[i] * ob[i];
+                    }
+                    if (n2 > 0 && sqrt(d / n2) > same) same = sqrt(d / n2);
+                }
+                /* the rounding really happens: bf16 mode is measurably off the fp32 mode */
+                double d = 0, n2 = 0;
+                for (size_t i = 0; i < no; i++) {
+                    d += ((double)o[i] - o32[i]) * ((double)o[i] - o32[i]);
+                    n2 += (double)o32[i] * o32[i];
+                }
+                if (n2 > 0 && sqrt(d / n2) < dmin) dmin = sqrt(d / n2);
+            }
+        zl_ops_set_bf16_gemm(0);
+        zl_ops_set_attention_bf16_backend(ZL_BF16_GEMM_AUTO);
+        reset_kernels();
+        CHECK_MSG(hi < 4e-3 && hil < 1e-5, "case %zu (%d,%d,%d,%d,%d,causal %d): worst %s", t, nq, nk, hq, hkv, hd,
+                  causal, what);
+        CHECK_MSG(same < 1.5e-4, "case %zu: blocked versions differ by %g", t, same);
+        if (nk > 0) CHECK_MSG(dmin > 1e-4, "case %zu: bf16 mode = fp32 mode (rel L2 %g)", t, dmin);
+        /* P is rounded too (the reference's q, k, v are the rounded ones): more than fp32 error off it */
+        if (nk >= 50) CHECK_MSG(lo > 1e-5, "case %zu: P not rounded? rel L2 %g", t, lo);
+        /* off again: the fp32 result, bit for bit what it was before bf16 mode */
+        zl_op_attention(o, q, k, v, nq, nk, hq, hkv, hd, causal, NULL);
+        CHECK_MSG(memcmp(o, o32, sizeof(float) * no) == 0, "case %zu: mode off changed", t);
+        zl_op_attention(o, q, k, v, nq, nk, hq, hkv, hd, causal, lse);
+        CHECK_MSG(maxerr(o, eo, no) < 1e-5 && lse_err(lse, el, nl) < 2e-6, "case %zu: mode off is not fp32 (%g %g)", t,
+                  maxerr(o, eo, no), lse_err(lse, el, nl));
+        free(q); free(ob); free(k); free(v); free(qr); free(kr); free(vr); free(o); free(o32); free(lse);
+        free(ro); free(rl); free(eo); free(el);
+    }
+    CHECK(zl_ops_bf16_gemm() == 0);
+    /* on an AVX512_BF16 CPU the bf16 kernel really ran */
+    if (zl_ops_have_simd() && zl_ops_have_avx512bf16()) CHECK(zl_ops_attention_bf16_fast_calls() > fast0);
+}

@@ -150,7 +150,8 @@ static int cmd_dit(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     const char *usage = "usage: zlora debug dit --model PATH [--lora FILE[:STRENGTH]]... [--lora-mode merge|runtime]\n"
                         "                       [--weights bf16|f32] [--bf16-gemm] [--force] --in IN.safetensors --out OUT.safetensors\n"
-                        "  --bf16-gemm: with bf16 weights, round GEMM inputs to bf16 (fast on AVX512_BF16; not exact)\n"
+                        "  --bf16-gemm: bf16 compute mode: GEMM inputs and attention operands rounded to bf16, fp32 sums\n"
+                        "               (fast on AVX512_BF16; not exact)\n"
                         "  IN holds x [16,H,W] (latent), t [1] (model time t = 1 - sigma), cap [L,cap_feat_dim] (float32)\n"
                         "  OUT receives out [16,H,W], the raw model output (about x0 - noise; not negated)\n";
     zl_zimage_opts o;

@@ -34,6 +34,12 @@ void zl_ops_set_bf16_gemm_backend(int backend);
 long zl_ops_bf16_fast_calls(void);
 /* 1 when the CPU has AVX512F and AVX512_BF16 (vdpbf16ps). */
 int zl_ops_have_avx512bf16(void);
+/* Attention in bf16 compute (attention.c): AUTO runs the AVX512_BF16 kernel where the CPU has it and the
+ * kernels are SIMD; EMULATE the fp32 kernels with the same roundings. Separate from the linear backend.
+ * For tests and benchmarks. */
+void zl_ops_set_attention_bf16_backend(int backend);
+/* How many zl_op_attention calls so far ran on the AVX512_BF16 kernel (for tests; not atomic). */
+long zl_ops_attention_bf16_fast_calls(void);
 
 /* ---- shared between ops.c, linear.c and attention.c ---- */
 /* The family to run now: ZL_KERNELS_SIMD (internal value 3), GENERIC or FALLBACK. */
