@@ -59,10 +59,13 @@ test: deps
 goldens:
 	$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage
 	$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3
+	$(PYTHON) tests/ref/vae_ref.py --out tests/data/vae
+	$(PYTHON) tests/data/images/make_images.py
 # recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
 zimage-weights:
 	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only
 	@$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3 --weights-only
+	@$(PYTHON) tests/ref/vae_ref.py --out tests/data/vae --weights-only
 
 test-plain: zlora $(BUILD)/test_zlora zimage-weights
 	@ZLORA=./zlora sh tests/run.sh $(BUILD)/test_zlora plain

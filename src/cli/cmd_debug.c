@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/cmd_te.h"
 #include "cli/cmd_tokenize.h"
+#include "cli/cmd_vae.h"
 #include "io/safetensors.h"
 #include "lora/lora.h"
 #include "model/zimage.h"
@@ -382,7 +383,8 @@ int zl_cmd_debug(int argc, char **argv) {
                "  dit                run the Z-Image transformer on tensors from a file (see debug dit --help)\n"
                "  random-dit DIR     write a random Z-Image transformer (diffusers layout, streaming; full size by default)\n"
                "  tokenize           token ids of prompts (see debug tokenize --help)\n"
-               "  te                 prompt -> Qwen3 caption features, hidden_states[-2] (see debug te --help)\n");
+               "  te                 prompt -> Qwen3 caption features, hidden_states[-2] (see debug te --help)\n"
+               "  vae                FLUX.1 VAE encode / decode of tensors (see debug vae --help)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "sample-loras")) {
@@ -395,6 +397,7 @@ int zl_cmd_debug(int argc, char **argv) {
     if (!strcmp(argv[1], "dit")) return cmd_dit(argc - 1, argv + 1);
     if (!strcmp(argv[1], "tokenize")) return zl_cmd_debug_tokenize(argc - 1, argv + 1);
     if (!strcmp(argv[1], "te")) return zl_cmd_debug_te(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "vae")) return zl_cmd_debug_vae(argc - 1, argv + 1);
     if (!strcmp(argv[1], "random-dit")) return cmd_random_dit(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown debug tool '%s'\n", argv[1]);
     return 2;
