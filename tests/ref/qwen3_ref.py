@@ -23,7 +23,6 @@ Model (HF Qwen3Model, batch 1, no padding, positions 0..n-1):
   hidden_states = [emb, out_0, ..., out_{L-2}, norm(out_{L-1})];  the encoder output is hidden_states[-2].
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -174,19 +173,6 @@ def write_layouts(c, W, cdir):
         st.write(os.path.join(cdir, "model_bare.safetensors"), {k: (v, "F32") for k, v in W.items()})
         st.write(os.path.join(cdir, "comfy_bf16.safetensors"), {"transformer.model." + k: (v, "BF16") for k, v in W.items()},
                  {"format": "pt", "note": "zlora tiny Qwen3 test encoder (bf16)"})
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for blk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
-def manifest_lines(out):
-    return ["%s  %s" % (sha256(os.path.join(out, cn, rel)), cn + "/" + rel)
-            for cn in CONFIGS for rel in weight_files(cn)]
 
 
 def gen_ids(c, case):
@@ -355,26 +341,15 @@ def main():
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
-    manifest = os.path.join(out, "weights.sha256")
 
     cfgs = {n: full_cfg(n) for n in CONFIGS}
     weights = {}
     for n, c in cfgs.items():
         weights[n] = gen_weights(c)
         write_layouts(c, weights[n], os.path.join(out, n))
-    lines = manifest_lines(out)
-    if args.weights_only:
-        if os.path.exists(manifest):
-            with open(manifest) as fh:
-                want = [w for w in fh.read().split("\n") if w]
-            if want != lines:
-                sys.exit("weights differ from %s: goldens were made from other weights" % manifest)
-            print("qwen3 weights regenerated and match", manifest)
-        else:
-            print("qwen3 weights regenerated (no manifest to check against)")
+    lines = st.manifest_lines(out, CONFIGS, weight_files)
+    if st.sync_manifest(out, lines, args.weights_only, "qwen3 weights"):
         return
-    with open(manifest, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
 
     _import_torch()
     log = print if args.verbose else (lambda *a: None)

@@ -23,8 +23,11 @@ API
   round_bf16(a) -> float32 array of the bf16-rounded values;  f32_to_bf16_bits / bf16_bits_to_f32
   round_f16(a)  -> float32 array of the f16-rounded values
 """
+import hashlib
 import json
+import os
 import struct
+import sys
 
 import numpy as np
 
@@ -157,3 +160,39 @@ if __name__ == "__main__":
         print(p, "metadata:", m)
         for k in sorted(h):
             print("  %-70s %-5s %s" % (k, h[k]["dtype"], h[k]["shape"]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# weights.sha256: the manifest of generated (git-ignored) weight files that the goldens were made from
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for blk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+def manifest_lines(out, configs, weight_files):
+    """`sha256sum -c` lines for weight_files(config) of every config, paths relative to out."""
+    return ["%s  %s" % (sha256(os.path.join(out, cn, rel)), cn + "/" + rel) for cn in configs for rel in weight_files(cn)]
+
+
+def sync_manifest(out, lines, weights_only, label="weights"):
+    """--weights-only: check the regenerated files against out/weights.sha256 (exit on a mismatch) and
+    return True; otherwise write the manifest and return False (the caller goes on to the goldens)."""
+    manifest = os.path.join(out, "weights.sha256")
+    if weights_only:
+        if os.path.exists(manifest):
+            with open(manifest) as fh:
+                want = [w for w in fh.read().split("\n") if w]
+            if want != lines:
+                sys.exit("weights differ from %s: goldens were made from other weights" % manifest)
+            print(label, "regenerated and match", manifest)
+        else:
+            print(label, "regenerated (no manifest to check against)")
+        return True
+    with open(manifest, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return False

@@ -32,7 +32,6 @@ ae.safetensors (encoder.down.{i}.block.{j}..., mid.attn_1.q as a [C,C,1,1] conv,
 up_blocks[k]), and the legacy diffusers attention names (query, key, value, proj_attn).
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -292,18 +291,6 @@ def write_layouts(c, W, cdir):
         st.write(os.path.join(cdir, "diffusers_f16.safetensors"), {n: (v, "F16") for n, v in W.items()}, meta)
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for blk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
-def manifest_lines(out):
-    return ["%s  %s" % (sha256(os.path.join(out, n, rel)), n + "/" + rel) for n in CONFIGS for rel in weight_files(n)]
-
-
 def gen_inputs(c, case):
     (H, Wd), (h, w) = CASES[c["name"]][case]
     key = "vae/input/%s/%s/" % (c["name"], case)
@@ -414,7 +401,6 @@ def main():
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
-    manifest = os.path.join(out, "weights.sha256")
     cfgs = {}
     weights = {}
     for n, c in CONFIGS.items():
@@ -423,19 +409,9 @@ def main():
         W = gen_weights(c)
         weights[n] = W
         write_layouts(c, W, os.path.join(out, n))
-    lines = manifest_lines(out)
-    if args.weights_only:
-        if os.path.exists(manifest):
-            with open(manifest) as fh:
-                want = [w for w in fh.read().split("\n") if w]
-            if want != lines:
-                sys.exit("weights differ from %s: goldens were made from other weights" % manifest)
-            print("weights regenerated and match", manifest)
-        else:
-            print("weights regenerated (no manifest to check against)")
+    lines = st.manifest_lines(out, CONFIGS, weight_files)
+    if st.sync_manifest(out, lines, args.weights_only, "weights"):
         return
-    with open(manifest, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
 
     _import_torch()
     log = print if args.verbose else (lambda *a: None)

@@ -18,7 +18,6 @@ Model conventions (diffusers tensor names, batch 1, no attention mask):
   (the model output, NOT negated).
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -258,23 +257,6 @@ def write_layouts(c, W, cdir):
         Wp = to_comfy(W, "model.diffusion_model.")
         st.write(os.path.join(cdir, "comfy_prefixed_bf16.safetensors"), {n: (v, "BF16") for n, v in Wp.items()},
                  {"format": "pt", "modelspec.architecture": "Z-Image", "note": "zlora tiny test model (bf16)"})
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for blk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
-def manifest_lines(out):
-    lines = []
-    for cname in CONFIGS:
-        for rel in weight_files(cname):
-            p = os.path.join(out, cname, rel)
-            lines.append("%s  %s" % (sha256(p), cname + "/" + rel))
-    return lines
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -799,7 +781,6 @@ def main():
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
-    manifest = os.path.join(out, "weights.sha256")
 
     cfgs = {n: full_cfg(n) for n in CONFIGS}
     weights = {}
@@ -808,20 +789,9 @@ def main():
         assert sorted(W) == expected_names(c)
         weights[n] = W
         write_layouts(c, W, os.path.join(out, n))
-    lines = manifest_lines(out)
-    if args.weights_only:
-        if os.path.exists(manifest):
-            with open(manifest) as fh:
-                want = fh.read().split("\n")
-            want = [w for w in want if w]
-            if want != lines:
-                sys.exit("weights differ from %s: goldens were made from other weights" % manifest)
-            print("weights regenerated and match", manifest)
-        else:
-            print("weights regenerated (no manifest to check against)")
+    lines = st.manifest_lines(out, CONFIGS, weight_files)
+    if st.sync_manifest(out, lines, args.weights_only, "weights"):
         return
-    with open(manifest, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
 
     _import_torch()
     log = print if args.verbose else (lambda *a: None)
