@@ -49,6 +49,10 @@ void zl_test_register(const char *name, zl_test_fn fn);
 const char *zl_test_dir(void);
 /* Path to the zlora binary under test (env ZLORA, default ./zlora). */
 const char *zl_test_bin(void);
+/* Relative L2 distance between y [n] and float tensor `tensor` of the safetensors file `path`
+ * (1e9 when the file or tensor is missing or has another size). */
+#include <stddef.h>
+double zl_test_golden_rel_l2(const float *y, const char *path, const char *tensor, size_t n);
 /* Runs a shell command, capturing stdout into *out (malloc'd, may be NULL) and returning the exit code. */
 int zl_test_run(const char *cmd, char **out);
 

@@ -1,6 +1,7 @@
 /* test_main.c — the runner for tests registered with TEST(). Usage: test_zlora [filter] */
 
 #include "test.h"
+#include "io/safetensors.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,6 +33,22 @@ int zl_test_run(const char *cmd, char **out) {
     int st = pclose(p);
     if (out) *out = b; else free(b);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+double zl_test_golden_rel_l2(const float *y, const char *path, const char *tensor, size_t n) {
+    zl_st *st;
+    if (zl_st_open(path, &st)) return 1e9;
+    const zl_tensor_info *t = zl_st_find(st, tensor);
+    double e = 1e9;
+    if (t && t->nelem == n) {
+        float *g = zl_st_read_f32(st, t);
+        double num = 0, den = 0;
+        for (size_t i = 0; g && i < n; i++) { double d = (double)y[i] - g[i]; num += d * d; den += (double)g[i] * g[i]; }
+        if (g) e = sqrt(num / (den > 0 ? den : 1));
+        free(g);
+    }
+    zl_st_close(st);
+    return e;
 }
 
 static int cmp(const void *a, const void *b) { return strcmp(((const entry *)a)->name, ((const entry *)b)->name); }

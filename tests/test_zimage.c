@@ -35,19 +35,7 @@ static void free_case(zcase *z) { free(z->x); free(z->t); free(z->cap); }
 static double rel_err(const float *y, const char *cfg, const char *name, size_t n) {
     char p[256];
     snprintf(p, sizeof p, DATA "/%s/%s.safetensors", cfg, name);
-    zl_st *st;
-    if (zl_st_open(p, &st)) return 1e9;
-    const zl_tensor_info *t = zl_st_find(st, "out");
-    double e = 1e9;
-    if (t && t->nelem == n) {
-        float *g = zl_st_read_f32(st, t);
-        double num = 0, den = 0;
-        for (size_t i = 0; i < n; i++) { double d = (double)y[i] - g[i]; num += d * d; den += (double)g[i] * g[i]; }
-        e = sqrt(num / (den > 0 ? den : 1));
-        free(g);
-    }
-    zl_st_close(st);
-    return e;
+    return zl_test_golden_rel_l2(y, p, "out", n);
 }
 
 static int weights_present(void) {
