@@ -2,6 +2,9 @@
 #ifndef ZL_CLI_H
 #define ZL_CLI_H
 int zl_cmd_lora(int argc, char **argv);
+int zl_cmd_generate(int argc, char **argv);
+int zl_cmd_debug_noise(int argc, char **argv);  /* in cmd_generate.c */
+int zl_cmd_debug_sigmas(int argc, char **argv);
 int zl_cmd_info(int argc, char **argv);
 int zl_cmd_debug(int argc, char **argv);
 int zl_cmd_bench(int argc, char **argv);
