@@ -332,6 +332,11 @@ TEST(gen_png_metadata_roundtrip) {
     snprintf(cmd, sizeof cmd, "%s -q generate --from %s/meta.png --seed 12 --no-cache -o %s/remade12.png 2>&1", zl_test_bin(), zl_test_dir(), zl_test_dir());
     CHECK(zl_test_run(cmd, NULL) == 0);
     CHECK(max_diff("meta.png", "remade12.png") > 0);
+    /* zlora info shows an image's generation settings */
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s info %s/meta.png", zl_test_bin(), zl_test_dir());
+    CHECK(zl_test_run(cmd, &out) == 0 && out && strstr(out, "PNG image, 24x16") && strstr(out, "Seed: 11") && strstr(out, "generate --from"));
+    free(out);
 }
 
 TEST(gen_feature_cache) {

@@ -34,12 +34,22 @@ void zl_progress_update(zl_progress *p, double done) {
     char eta[16], ela[16];
     fmt_time(ela, sizeof ela, el);
     fmt_time(eta, sizeof eta, f > 0 ? el / f - el : -1);
-    fprintf(stderr, "\r%-20s [%s] %5.1f%% %.0f/%.0f %s  %s elapsed, ETA %s ", p->label, bar, 100 * f, done, p->total, p->unit, ela, eta);
+    char rate[32] = "";
+    double r = el > 0 ? done / el : 0;
+    if (r >= 1) snprintf(rate, sizeof rate, "%.2f %s/s", r, p->unit);
+    else if (r > 0) snprintf(rate, sizeof rate, "%.2f s/%s", 1 / r, p->unit);
+    fprintf(stderr, "\r%-20s [%s] %5.1f%% %.0f/%.0f %s  %s  %s elapsed, ETA %s ", p->label, bar, 100 * f, done, p->total, p->unit, rate,
+            ela, eta);
     fflush(stderr);
 }
 
 void zl_progress_end(zl_progress *p, double done) {
     double el = zl_now() - p->t0;
     if (p->tty) fputc('\n', stderr);
-    if (zl_log_level > 0) fprintf(stderr, "%s: %.0f %s in %.1f s\n", p->label, done, p->unit, el);
+    if (zl_log_level > 0) {
+        double r = el > 0 ? done / el : 0;
+        if (r >= 1) fprintf(stderr, "%s: %.0f %s in %.1f s (%.3g %s/s)\n", p->label, done, p->unit, el, r, p->unit);
+        else if (r > 0) fprintf(stderr, "%s: %.0f %s in %.1f s (%.3g s/%s)\n", p->label, done, p->unit, el, 1 / r, p->unit);
+        else fprintf(stderr, "%s: %.0f %s in %.1f s\n", p->label, done, p->unit, el);
+    }
 }

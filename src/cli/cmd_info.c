@@ -4,6 +4,7 @@
  * Lumina-Image-2.0 (the look-alike it derives from), the Qwen3 text encoder, VAEs (FLUX.1 16-channel
  * vs SD 4-channel, diffusers or BFL/ldm naming) and LoRA/LyCORIS files.
  */
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "base/base.h"
 #include "base/dtype.h"
 #include "cli/cli.h"
+#include "io/image.h"
 #include "io/safetensors.h"
 
 
@@ -497,6 +499,44 @@ static void usage(FILE *f) {
             LIST_DEFAULT, META_CUT);
 }
 
+/* PNG, JPEG or WebP by signature */
+static int is_image(const char *path) {
+    unsigned char b[12] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) return 1;
+    return n >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4);
+}
+
+/* An image: size, format and its text chunks (for images made by zlora generate: the generation
+ * parameters, which `zlora generate --from IMAGE` reuses). */
+static int image_info(const char *path, int json) {
+    zl_image img;
+    if (zl_image_read(path, NULL, &img)) return zl_cli_fail();
+    if (json) {
+        cJSON *j = cJSON_CreateObject(), *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "file", path);
+        cJSON_AddStringToObject(j, "format", img.format ? img.format : "?");
+        cJSON_AddNumberToObject(j, "width", img.w);
+        cJSON_AddNumberToObject(j, "height", img.h);
+        for (int i = 0; i < img.ntext; i++) cJSON_AddStringToObject(t, img.text_key[i], img.text_val[i]);
+        cJSON_AddItemToObject(j, "text", t);
+        char *s = cJSON_Print(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%s: %s image, %dx%d%s\n", path, img.format ? img.format : "?", img.w, img.h, img.had_alpha ? ", with alpha" : "");
+        for (int i = 0; i < img.ntext; i++) printf("%s:\n  %s\n", img.text_key[i], img.text_val[i]);
+        if (zl_image_text(&img, "zlora")) printf("remake it with: zlora generate --from %s\n", path);
+    }
+    zl_image_free(&img);
+    return 0;
+}
+
 int zl_cmd_info(int argc, char **argv) {
     int json = 0, all_tensors = 0, full_meta = 0, opts_done = 0;
     const char *path = NULL;
@@ -523,6 +563,7 @@ int zl_cmd_info(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (is_image(path)) return image_info(path, json);
     zl_st *st;
     if (zl_st_open(path, &st)) return zl_cli_fail();
 
