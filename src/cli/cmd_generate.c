@@ -48,7 +48,7 @@ static const char *usage =
     "  --from IMAGE.png      take every setting from an image zlora made (flags given too override them)\n"
     "  --cache DIR | --no-cache   caption feature cache (default ~/.cache/zlora/te, or $ZLORA_CACHE/te)\n"
     "  --vae-tile N          decode in tiles of N latent pixels (lower memory at large sizes; default off)\n"
-    "  --bf16                bf16 matrix products in the DiT (faster on CPUs with AVX512-BF16; default fp32)\n";
+    "  --bf16-gemm           bf16 matrix products in the DiT (faster on CPUs with AVX512-BF16; not exact; default fp32)\n";
 
 #define MAX_LORAS 32
 
@@ -236,7 +236,7 @@ int zl_cmd_generate(int argc, char **argv) {
         else if (ARG("--cache")) a.cache = x;
         else if (!strcmp(f, "--no-cache")) a.no_cache = 1;
         else if (ARG("--vae-tile")) { rc = parse_num(f, x, 8, 4096, &v); a.vae_tile = (int)v; }
-        else if (!strcmp(f, "--bf16")) a.bf16 = 1;
+        else if (!strcmp(f, "--bf16-gemm")) a.bf16 = 1;
         else rc = zl_err("generate: unexpected argument '%s' (see zlora generate --help)", f);
 #undef ARG
     }
