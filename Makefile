@@ -61,6 +61,7 @@ goldens:
 	$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3
 	$(PYTHON) tests/ref/vae_ref.py --out tests/data/vae
 	$(PYTHON) tests/data/images/make_images.py
+	$(PYTHON) tests/ref/score_ref.py
 # recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
 zimage-weights:
 	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only
