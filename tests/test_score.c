@@ -1,7 +1,8 @@
 /* test_score.c — src/eval/score.c and `zlora score`: values against an independent numpy reference
  * (tests/ref/score_ref.py → tests/data/score/golden.json, 1e-5 relative), identical images (difference 0,
  * SSIM 1), blur lowering sharpness monotonically with σ, noise raising it, a one-pixel shift giving a small
- * but nonzero difference, results independent of the thread count, and bad input. */
+ * but nonzero difference, results independent of the thread count, bad input, and the command line (JSON
+ * parsed back, the table, --reference IMG and DIR, error exits). */
 #include "test.h"
 #include "base/base.h"
 #include "eval/score.h"
@@ -293,4 +294,81 @@ TEST(score_bad_input) {
     CHECK(zl_score_image(&a, NULL, &sc) == 0 && !sc.has_ref);
     zl_image_free(&a);
     zl_image_free(&b);
+}
+
+/* ------------------------------------------------------------------ the command */
+
+TEST(score_cli) {
+    char cmd[2048], *out = NULL;
+    /* --json on two images against one reference, parsed back and checked against the library */
+    snprintf(cmd, sizeof cmd, "%s score --json " SD "/texture_shift.png " SD "/texture_noise.png --reference " SD "/texture.png",
+             zl_test_bin());
+    int rc = zl_test_run(cmd, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out);
+    cJSON *j = cJSON_Parse(out);
+    free(out);
+    CHECK(cJSON_IsArray(j) && cJSON_GetArraySize(j) == 2);
+    zl_image ref;
+    CHECK(read_img("texture.png", &ref) == 0);
+    const char *names[] = {"texture_shift.png", "texture_noise.png"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *o = cJSON_GetArrayItem(j, i);
+        const cJSON *im = cJSON_GetObjectItemCaseSensitive(o, "image"), *rf = cJSON_GetObjectItemCaseSensitive(o, "reference");
+        CHECK(cJSON_IsString(im) && strstr(im->valuestring, names[i]) && cJSON_IsString(rf) && strstr(rf->valuestring, "texture.png"));
+        zl_image a;
+        CHECK(read_img(names[i], &a) == 0);
+        zl_score s;
+        CHECK(zl_score_image(&a, &ref, &s) == 0);
+        zl_image_free(&a);
+        CHECK(num(o, "width") == 96 && num(o, "height") == 64);
+        CHECK_NEAR(num(o, "sharpness"), s.sharp.sharpness, 1e-15);
+        CHECK_NEAR(num(o, "hf_ratio"), s.sharp.hf_ratio, 1e-15);
+        CHECK_NEAR(num(o, "difference"), s.diff.difference, 1e-15);
+        CHECK_NEAR(num(o, "ssim"), s.diff.ssim, 1e-15);
+        CHECK_NEAR(num(o, "ssim_difference"), 1 - s.diff.ssim, 1e-15);
+    }
+    cJSON_Delete(j);
+    zl_image_free(&ref);
+    /* without a reference: no difference fields */
+    snprintf(cmd, sizeof cmd, "%s score --json " SD "/texture.png", zl_test_bin());
+    CHECK(zl_test_run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    free(out);
+    CHECK(cJSON_IsArray(j) && cJSON_GetArraySize(j) == 1);
+    CHECK(!cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(j, 0), "difference"));
+    CHECK(num(cJSON_GetArrayItem(j, 0), "sharpness") > 0.05);
+    cJSON_Delete(j);
+    /* --reference DIR: the file of the same name (here a copy of texture.png named texture_shift.png) */
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/refs' && cp " SD "/texture.png '%s/refs/texture_shift.png' && "
+             "%s score " SD "/texture_shift.png --reference='%s/refs'", zl_test_dir(), zl_test_dir(), zl_test_bin(), zl_test_dir());
+    rc = zl_test_run(cmd, &out);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, out);
+    /* the table: header, one row with the golden numbers (0.073165, 0.133531, 1-ssim 0.479516) */
+    CHECK_MSG(strstr(out, "sharpness") && strstr(out, "difference") && strstr(out, "1-ssim") && strstr(out, "96x64"), "%s", out);
+    CHECK_MSG(strstr(out, "0.073165") && strstr(out, "0.133531") && strstr(out, "0.479516"), "%s", out);
+    free(out);
+    /* errors: a message and a nonzero exit, never a crash */
+    struct { const char *args, *msg; int rc; } bad[] = {
+        {SD "/nope.png", "nope.png: cannot open", 1},
+        {SD "/texture.png --reference tests/data/images/rgb16.png", "must be the same size", 1},
+        {SD "/texture.png --reference " SD "/nope.png", "the reference: " SD "/nope.png: cannot open", 1},
+        {SD "/texture.png --reference tests/data/images", "the reference for " SD "/texture.png: tests/data/images/texture.png", 1},
+        {"tests/data/images/gray8.png --reference tests/data/images/gray8.png", "SSIM window", 1},
+        {"Makefile", "Makefile: not a PNG, JPEG or WebP image", 1},
+        {SD, "is a folder", 1},
+        {SD "/texture.png --bogus", "unknown option", 2},
+        {"--json", "usage: zlora score", 2},
+        {SD "/texture.png --reference", "--reference needs", 2},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "%s score %s 2>&1", zl_test_bin(), bad[i].args);
+        rc = zl_test_run(cmd, &out);
+        CHECK_MSG(rc == bad[i].rc && strstr(out, bad[i].msg), "'%s': rc %d, output: %s", bad[i].args, rc, out);
+        CHECK_MSG(bad[i].rc == 2 || (strncmp(out, "error: score: ", 14) == 0 && !strchr(out, '{')), "%s", out);
+        free(out);
+    }
+    /* help */
+    snprintf(cmd, sizeof cmd, "%s help score", zl_test_bin());
+    CHECK(zl_test_run(cmd, &out) == 0 && strstr(out, "--reference IMG|DIR") && strstr(out, "Laplacian"));
+    free(out);
 }
