@@ -64,6 +64,7 @@ goldens:
 	$(PYTHON) tests/ref/sample_ref.py --out tests/data/gen
 	$(PYTHON) tests/ref/make_tiny_tokenizer.py
 	$(PYTHON) tests/ref/score_ref.py
+	$(PYTHON) tests/ref/optim_ref.py
 # recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
 zimage-weights:
 	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only
