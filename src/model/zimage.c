@@ -428,7 +428,7 @@ static int merge_into(zl_zimage *m, zl_linear *l, const float *dw) {
 static void add_branch(zl_zimage *m, zl_linear *l, const float *down, const float *up, int r, float scale) {
     zl_branch *nb = zl_xmalloc(sizeof(zl_branch) * (size_t)(l->nbranch + 1));
     if (l->nbranch) memcpy(nb, l->branch, sizeof(zl_branch) * (size_t)l->nbranch);
-    nb[l->nbranch] = (zl_branch){down, up, r, scale};
+    nb[l->nbranch] = (zl_branch){down, up, r, scale, NULL, NULL};
     l->branch = own(m, nb); /* the old array stays owned too: small */
     l->nbranch++;
 }
