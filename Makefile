@@ -58,6 +58,7 @@ test: deps
 # regenerate every Z-Image golden, LoRA and weight file (needs python3-torch)
 goldens:
 	$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage
+	$(PYTHON) tests/ref/zimage_grad_ref.py --out tests/data/zimage
 	$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3
 	$(PYTHON) tests/ref/vae_ref.py --out tests/data/vae
 	$(PYTHON) tests/data/images/make_images.py

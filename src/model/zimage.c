@@ -1,6 +1,7 @@
 /* zimage.c — the Z-Image transformer: loading, LoRA stacks, forward. See zimage.h.
  * Model code: data movement and calls into nn/ops.h only. */
 #include "zimage.h"
+#include "zimage_internal.h"
 #include "../base/base.h"
 #include "../io/safetensors.h"
 
@@ -428,7 +429,7 @@ static int merge_into(zl_zimage *m, zl_linear *l, const float *dw) {
 static void add_branch(zl_zimage *m, zl_linear *l, const float *down, const float *up, int r, float scale) {
     zl_branch *nb = zl_xmalloc(sizeof(zl_branch) * (size_t)(l->nbranch + 1));
     if (l->nbranch) memcpy(nb, l->branch, sizeof(zl_branch) * (size_t)l->nbranch);
-    nb[l->nbranch] = (zl_branch){down, up, r, scale};
+    nb[l->nbranch] = (zl_branch){down, up, r, scale, NULL, NULL};
     l->branch = own(m, nb); /* the old array stays owned too: small */
     l->nbranch++;
 }
@@ -548,6 +549,56 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
     return rc;
 }
 
+/* Every linear of the model, in a fixed order (top-level first, then noise refiners, context refiners,
+ * layers); returns the count (at most cap). */
+static int all_linears(zl_zimage *m, zl_linear **out, int cap) {
+    int n = 0;
+    zl_linear *top[] = {&m->x_emb, &m->t_mlp0, &m->t_mlp2, &m->cap_emb, &m->final_ada, &m->final_lin};
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++)
+        if (n < cap) out[n++] = top[i];
+    struct { zl_zblock *b; int count; } blks[] = {{m->noise_ref, m->cfg.n_refiner}, {m->ctx_ref, m->cfg.n_refiner},
+                                                  {m->layers, m->cfg.n_layers}};
+    for (size_t k = 0; k < 3; k++)
+        for (int i = 0; i < blks[k].count; i++) {
+            zl_zblock *b = &blks[k].b[i];
+            zl_linear *ls[] = {&b->q, &b->k, &b->v, &b->o, &b->w1, &b->w2, &b->w3, &b->ada};
+            for (size_t j = 0; j < 8; j++)
+                if (n < cap && (j < 7 || b->modulated)) out[n++] = ls[j];
+        }
+    return n;
+}
+
+int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
+    if (!l || !g || l->n != g->n) return zl_err("LoRA gradients: the gradient LoRA does not match the LoRA");
+    for (int i = 0; i < l->n; i++) {
+        const zl_lora_module *a = &l->m[i], *b = &g->m[i];
+        if (a->kind != ZL_AD_LORA) continue;
+        for (int p = ZL_P_DOWN; p <= ZL_P_UP; p++)
+            if (!a->p[p].data || !b->p[p].data || a->p[p].ndim != b->p[p].ndim ||
+                memcmp(a->p[p].shape, b->p[p].shape, sizeof a->p[p].shape))
+                return zl_err("LoRA gradients: module %s has another shape in the gradient LoRA", a->key);
+    }
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), nl, attached = 0;
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++)
+        for (int j = 0; j < lins[k]->nbranch; j++) {
+            zl_branch *br = (zl_branch *)&lins[k]->branch[j]; /* the model's own array (add_branch) */
+            for (int i = 0; i < l->n; i++) {
+                const zl_lora_module *a = &l->m[i];
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
+                size_t nup = (size_t)a->p[ZL_P_UP].shape[0] * (size_t)a->rank;
+                if (br->up < a->p[ZL_P_UP].data || br->up >= a->p[ZL_P_UP].data + nup) continue;
+                br->d_down = g->m[i].p[ZL_P_DOWN].data;
+                br->d_up = g->m[i].p[ZL_P_UP].data + (br->up - a->p[ZL_P_UP].data);
+                attached++;
+                break;
+            }
+        }
+    free(lins);
+    return attached;
+}
+
 /* ------------------------------------------------------------------ forward */
 
 typedef struct {
@@ -630,15 +681,32 @@ int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, i
 
 static int pad32(int n) { return n + ((32 - n % 32) % 32); }
 
+int zl_zimage_layout_(const zl_zimage_config *c, int H, int W, int L, zl_zimage_layout *g) {
+    int p = c->patch;
+    if (H <= 0 || W <= 0 || H % p || W % p) return zl_err("latent %dx%d: both sides must be positive multiples of %d", H, W, p);
+    if (L < 1) return zl_err("the caption has no tokens");
+    g->Ht = H / p; g->Wt = W / p; g->Ni = g->Ht * g->Wt; g->Np = pad32(g->Ni); g->L = L; g->Lc = pad32(L);
+    g->N = g->Np + g->Lc;
+    if (g->Lc + 1 >= c->axes_lens[0] || g->Ht >= c->axes_lens[1] || g->Wt >= c->axes_lens[2])
+        return zl_err("positions out of range: caption %d (max %d), latent %dx%d tokens (max %dx%d)", L, c->axes_lens[0] - 2,
+                      g->Ht, g->Wt, c->axes_lens[1] - 1, c->axes_lens[2] - 1);
+    return 0;
+}
+
+/* position ids: image (Lc+1, h, w), image pads (0,0,0), caption (1+j, 0, 0) */
+void zl_zimage_rope_table_(const zl_zimage_config *c, const zl_zimage_layout *g, int32_t *ids, float *cs) {
+    memset(ids, 0, sizeof(int32_t) * 3 * (size_t)g->N);
+    for (int i = 0; i < g->Ni; i++) { ids[3 * i] = g->Lc + 1; ids[3 * i + 1] = i / g->Wt; ids[3 * i + 2] = i % g->Wt; }
+    for (int j = 0; j < g->Lc; j++) ids[3 * (g->Np + j)] = 1 + j;
+    zl_rope_table_3axis(cs, ids, g->N, c->axes_dims, c->rope_theta);
+}
+
 int zl_zimage_forward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L, float *out) {
     const zl_zimage_config *c = &m->cfg;
     int p = c->patch, d = c->dim;
-    if (H <= 0 || W <= 0 || H % p || W % p) return zl_err("latent %dx%d: both sides must be positive multiples of %d", H, W, p);
-    if (L < 1) return zl_err("the caption has no tokens");
-    int Ht = H / p, Wt = W / p, Ni = Ht * Wt, Np = pad32(Ni), Lc = pad32(L), N = Np + Lc;
-    if (Lc + 1 >= c->axes_lens[0] || Ht >= c->axes_lens[1] || Wt >= c->axes_lens[2])
-        return zl_err("positions out of range: caption %d (max %d), latent %dx%d tokens (max %dx%d)", L, c->axes_lens[0] - 2,
-                      Ht, Wt, c->axes_lens[1] - 1, c->axes_lens[2] - 1);
+    zl_zimage_layout g;
+    if (zl_zimage_layout_(c, H, W, L, &g)) return -1;
+    int Ni = g.Ni, Np = g.Np, Lc = g.Lc, N = g.N;
     size_t dn = (size_t)N * d;
     scratch s;
     if (scratch_alloc(&s, c, N)) return -1;
@@ -659,11 +727,7 @@ int zl_zimage_forward(zl_zimage *m, const float *x, int H, int W, float t, const
     zl_op_patchify(tok, x, c->in_channels, H, W, p);
     zl_op_linear(u, tok, &m->x_emb, Ni);
     zl_op_fill_rows(u, m->x_pad, Ni, Np, d);
-    /* position ids: image (Lc+1, h, w), image pads (0,0,0), caption (1+j, 0, 0) */
-    memset(ids, 0, sizeof(int32_t) * 3 * (size_t)N);
-    for (int i = 0; i < Ni; i++) { ids[3 * i] = Lc + 1; ids[3 * i + 1] = i / Wt; ids[3 * i + 2] = i % Wt; }
-    for (int j = 0; j < Lc; j++) ids[3 * (Np + j)] = 1 + j;
-    zl_rope_table_3axis(cs, ids, N, c->axes_dims, c->rope_theta);
+    zl_zimage_rope_table_(c, &g, ids, cs);
     for (int i = 0; i < c->n_refiner; i++) block_forward(&m->cfg, &m->noise_ref[i], u, Np, cs, cond, &s);
     /* caption tokens -> u[Np:N] */
     float *ci = u + (size_t)Np * d;
