@@ -509,3 +509,80 @@ TEST(zgrad_model_contract) {
     free(g1); free(g2); free(out); free(ref);
     gsetup_free(&s);
 }
+
+/* A fused-qkv LoRA (ComfyUI: one down [12, dim] shared by three branches, block-diagonal up [3·dim, 12])
+ * trains as its exact split form: the fused down's q/k/v rows get the split downs' gradients and the
+ * up's diagonal blocks the split ups' (its off-diagonal zeros get gradients too: that is the fused
+ * parametrisation). zl_lora_split_qkv folds the fused scale s into the split ups (scale 1 after), so
+ * there d up = (fused d up block) / s while d down is the same. */
+static zl_zimage *fused_model(const char *path, int split, zl_lora **l, zl_lora **g, int *attached) {
+    zl_zimage_opts o = {.weight_dtype = ZL_F32};
+    zl_zimage *m;
+    float s = 1.0f;
+    if (zl_zimage_load(DATA "/tiny_a/diffusers_single.safetensors", &o, &m) || zl_lora_load(path, l) || zl_lora_load(path, g))
+        return NULL;
+    if (split && (zl_lora_split_qkv(*l, 0, NULL) || zl_lora_split_qkv(*g, 0, NULL))) return NULL;
+    for (int i = 0; i < (*g)->n; i++)
+        for (int p = ZL_P_DOWN; p <= ZL_P_UP; p++)
+            memset((*g)->m[i].p[p].data, 0, sizeof(float) * (size_t)(*g)->m[i].p[p].shape[0] * (*g)->m[i].p[p].shape[1]);
+    if (zl_zimage_apply_loras(m, l, &s, 1, 0, 0, NULL)) return NULL;
+    *attached = zl_zimage_lora_grads(m, *l, *g);
+    return m;
+}
+
+static const zl_lora_module *find_mod(const zl_lora *l, const char *target) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->m[i].target, target)) return &l->m[i];
+    return NULL;
+}
+
+TEST(zgrad_fused_qkv_lora) {
+    CHECK_MSG(weights_present(), "run `make zimage-weights`");
+    zl_lora *lf, *gf, *ls, *gs;
+    int af, as;
+    zl_zimage *mf = fused_model(DATA "/tiny_a/lora/lora_comfy_qkv.safetensors", 0, &lf, &gf, &af);
+    zl_zimage *ms = fused_model(DATA "/tiny_a/lora/lora_comfy_qkv.safetensors", 1, &ls, &gs, &as);
+    CHECK_MSG(mf && ms, "%s", zl_last_error());
+    CHECK_MSG(af == 3 * 3 + 1 && as == 3 * 3 + 1, "branches: fused %d, split %d", af, as); /* 3 blocks × q,k,v + out */
+    gsetup in; /* the golden's inputs and target */
+    CHECK(gsetup_make(&in, "tiny_a", "diffusers_single.safetensors", ZL_F32, "golden") == 0);
+    float lf_, ls_;
+    CHECK(zl_zimage_forward_backward(mf, in.x, in.H, in.W, in.t[0], in.cap, in.L, in.target, 1.0f, &lf_, NULL) == 0);
+    CHECK(zl_zimage_forward_backward(ms, in.x, in.H, in.W, in.t[0], in.cap, in.L, in.target, 1.0f, &ls_, NULL) == 0);
+    CHECK_NEAR(lf_, ls_, 1e-5 * ls_);
+    const char *blks[] = {"layers.0", "layers.1", "context_refiner.0"};
+    double worst = 0, nz = 0;
+    int dim = mf->cfg.dim;
+    for (int b = 0; b < 3; b++) {
+        char t[128];
+        snprintf(t, sizeof t, "%s.attention.qkv", blks[b]);
+        const zl_lora_module *F = find_mod(gf, t), *F0 = find_mod(lf, t);
+        CHECK_MSG(F && F0 && F->rank == 12, "%s", t);
+        double sF = zl_lora_module_scale(F0);
+        CHECK(sF == 0.5);
+        for (int k = 0; k < 3; k++) {
+            snprintf(t, sizeof t, "%s.attention.to_%c", blks[b], "qkv"[k]);
+            const zl_lora_module *S = find_mod(gs, t);
+            CHECK_MSG(S && S->rank == 4, "%s", t);
+            double e2 = 0, n2 = 0;
+            for (int r = 0; r < 4; r++)     /* down rows 4k.. of the fused = the split down */
+                for (int i = 0; i < dim; i++) {
+                    double a = F->p[ZL_P_DOWN].data[(size_t)(4 * k + r) * dim + i], s = S->p[ZL_P_DOWN].data[(size_t)r * dim + i];
+                    e2 += (a - s) * (a - s); n2 += s * s;
+                }
+            for (int o = 0; o < dim; o++)   /* up block (rows k·dim.., columns 4k..) = the split up */
+                for (int r = 0; r < 4; r++) {
+                    double a = F->p[ZL_P_UP].data[(size_t)(k * dim + o) * 12 + 4 * k + r] / sF, s = S->p[ZL_P_UP].data[(size_t)o * 4 + r];
+                    e2 += (a - s) * (a - s); n2 += s * s;
+                }
+            double e = sqrt(e2 / n2);
+            if (e > worst) worst = e;
+            nz += n2;
+        }
+    }
+    if (getenv("ZL_TEST_VERBOSE")) fprintf(stderr, "\n    fused vs split qkv LoRA gradients: worst rel L2 %.2e", worst);
+    CHECK_MSG(nz > 0 && worst < 1e-5, "fused vs split gradients: rel L2 %.3g", worst);
+    gsetup_free(&in);
+    zl_zimage_free(mf); zl_zimage_free(ms);
+    zl_lora_free(lf); zl_lora_free(gf); zl_lora_free(ls); zl_lora_free(gs);
+}
