@@ -3,6 +3,8 @@
 #define ZL_CLI_H
 int zl_cmd_lora(int argc, char **argv);
 int zl_cmd_generate(int argc, char **argv);
+int zl_cmd_train(int argc, char **argv);
+int zl_cmd_debug_dit_grad(int argc, char **argv); /* in cmd_train.c */
 int zl_cmd_debug_noise(int argc, char **argv);  /* in cmd_generate.c */
 int zl_cmd_debug_sigmas(int argc, char **argv);
 int zl_cmd_info(int argc, char **argv);
@@ -12,9 +14,7 @@ int zl_cmd_convert_model(int argc, char **argv);
 int zl_cmd_score(int argc, char **argv);
 /* --threads N given before the command (0: not given). */
 extern int zl_cli_threads;
-/* Small models (width < 1024) run on one thread unless --threads or OMP_NUM_THREADS says otherwise: their
- * ops are too short for a parallel region to pay, and on a busy machine each region can cost a scheduler
- * time slice (measured: a dim-256 DiT, 32 steps, 2 cores under load: 8.3 s on two threads, 0.5 s on one). */
+/* zl_ops_auto_threads (see nn/ops.h). */
 void zl_cli_auto_threads(int model_width);
 /* Prints "error: <zl_last_error()>" and returns exit code 1. */
 int zl_cli_fail(void);

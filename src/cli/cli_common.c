@@ -28,8 +28,4 @@ void zl_cli_split_strength(const char *arg, char *path, size_t n, float *s) {
 
 int zl_cli_threads = 0;
 
-void zl_cli_auto_threads(int model_width) {
-    if (zl_cli_threads || getenv("OMP_NUM_THREADS") || model_width >= 1024) return;
-    zl_ops_set_threads(1);
-    zl_debug("a model %d wide: one thread", model_width);
-}
+void zl_cli_auto_threads(int model_width) { zl_ops_auto_threads(model_width); }

@@ -10,6 +10,7 @@ typedef struct { const char *name; int (*fn)(int, char **); const char *help; } 
 
 static const command commands[] = {
     {"generate", zl_cmd_generate, "text to image with Z-Image Turbo or Base, with LoRA stacks"},
+    {"train", zl_cmd_train, "train a LoRA by the base, turbo-adapter or turbo-direct route"},
     {"lora", zl_cmd_lora, "inspect, check, convert, merge and resize LoRA files"},
     {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
     {"convert-model", zl_cmd_convert_model, "rewrite a checkpoint as one file in bf16/f16/f32, streaming"},

@@ -568,6 +568,25 @@ static int all_linears(zl_zimage *m, zl_linear **out, int cap) {
     return n;
 }
 
+int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength) {
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), changed = 0;
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    int nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++)
+        for (int j = 0; j < lins[k]->nbranch; j++) {
+            zl_branch *br = (zl_branch *)&lins[k]->branch[j];
+            for (int i = 0; i < l->n; i++) {
+                const zl_lora_module *a = &l->m[i];
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
+                br->scale = strength * zl_lora_module_scale(a);
+                changed++;
+                break;
+            }
+        }
+    free(lins);
+    return changed;
+}
+
 int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
     if (!l || !g || l->n != g->n) return zl_err("LoRA gradients: the gradient LoRA does not match the LoRA");
     for (int i = 0; i < l->n; i++) {

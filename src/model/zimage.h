@@ -86,6 +86,10 @@ int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, i
  * Gradients are those of the stored factors (the branch scale, strength·alpha/rank, included).
  * Returns the number of branches given buffers, or -1 when g does not match l. */
 int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g);
+/* Sets the strength of the runtime branches made from LoRA l (merge = 0; LoRA modules): 0 switches them
+ * off exactly, 1 is full strength (training's adapter is off while sampling). Returns the number of
+ * branches changed. */
+int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength);
 
 /* The backward of zl_zblock_forward, by recomputation (gradient checkpointing at block granularity):
  * re-runs the block's forward from its saved input x [n, dim] (read only), keeping what the backward
