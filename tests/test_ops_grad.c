@@ -265,7 +265,7 @@ static void lin_case(int *zl_failed_, zl_dtype dt, int n, uint64_t seed) {
         }
         c.br[b] = (zl_branch){c.down[b], c.up[b], ranks[b], scales[b], dd[b], du[b]};
     }
-    c.L = (zl_linear){dt, dt == ZL_F32 ? (const void *)c.wv : (const void *)wb, c.out, c.in, c.bias, c.br, 3, c.delta};
+    c.L = (zl_linear){dt, dt == ZL_F32 ? (const void *)c.wv : (const void *)wb, c.out, c.in, c.bias, c.br, 3, c.delta, NULL, NULL};
     float *dx = fzeros((size_t)n * c.in);
     gcase gc = {.np = 0, .loss64 = lin_loss64, .loss32 = lin_loss32, .ctx = &c};
     gc.p[gc.np++] = (gparam){"x", c.x, c.xd, (size_t)n * c.in, dx};
@@ -856,8 +856,8 @@ TEST(grad_timestep_mlp_chain) {
         gu[b] = fzeros((size_t)outs[b] * 4);
         c.br[b] = (zl_branch){c.dn[b], c.up[b], 4, b ? 0.5f : 2.0f, gd[b], gu[b]};
     }
-    c.L0 = (zl_linear){ZL_F32, c.w0, c.d1, c.d0, c.b0, &c.br[0], 1, NULL};
-    c.L2 = (zl_linear){ZL_F32, c.w2, c.d2, c.d1, c.b2, &c.br[1], 1, NULL};
+    c.L0 = (zl_linear){ZL_F32, c.w0, c.d1, c.d0, c.b0, &c.br[0], 1, NULL, NULL, NULL};
+    c.L2 = (zl_linear){ZL_F32, c.w2, c.d2, c.d1, c.b2, &c.br[1], 1, NULL, NULL, NULL};
     /* forward with saves, then backward */
     float *h = fzeros(c.d1), *hs = fzeros(c.d1), *dh = fzeros(c.d1);
     zl_op_linear(h, c.e, &c.L0, 1);

@@ -61,9 +61,9 @@ static void tblock_make(tblock *t, zl_rng *g, int modulated, zl_dtype dt) {
         if (dt == ZL_BF16) {
             uint16_t *wb = keep(t, malloc(sizeof(uint16_t) * (size_t)out * in));
             zl_from_f32(wb, w, ZL_BF16, (size_t)out * in);
-            *l = (zl_linear){ZL_BF16, wb, out, in, NULL, NULL, 0, NULL};
+            *l = (zl_linear){ZL_BF16, wb, out, in, NULL, NULL, 0, NULL, NULL, NULL};
         } else {
-            *l = (zl_linear){ZL_F32, w, out, in, NULL, NULL, 0, NULL};
+            *l = (zl_linear){ZL_F32, w, out, in, NULL, NULL, 0, NULL, NULL, NULL};
         }
         if (i == 7) { /* adaLN bias: gates around +0.6, as the tiny models */
             float *bias = keep(t, randf(g, out, 0.2f));

@@ -770,3 +770,137 @@ out:
     free(capn); free(cs); free(ids);
     return rc;
 }
+
+/* ------------------------------------------------------------------ full-parameter training and saving */
+
+typedef struct {
+    char name[128];
+    zl_linear *lin;   /* a linear (weight + optional bias) ... */
+    float **vec;      /* ... or a vector slot */
+    float **grad;     /* the vector's gradient slot (block norms), else NULL */
+    int n;            /* vector length */
+    int64_t rows;     /* pad tokens are stored [1, dim] */
+} tensor_slot;
+
+/* Every tensor of the model in diffusers naming (the order of a checkpoint does not matter). */
+static int all_slots(zl_zimage *m, tensor_slot **out) {
+    const zl_zimage_config *c = &m->cfg;
+    int cap = 16 + 14 * (2 * c->n_refiner + c->n_layers), n = 0;
+    tensor_slot *s = zl_xcalloc((size_t)cap, sizeof *s);
+#define LIN(l, ...) do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); s[n++].lin = (l); } while (0)
+#define VEC(v, g, len, ...) do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); s[n].vec = (v); s[n].grad = (g); s[n].n = (len); n++; } while (0)
+    LIN(&m->x_emb, "all_x_embedder.2-1");
+    LIN(&m->t_mlp0, "t_embedder.mlp.0");
+    LIN(&m->t_mlp2, "t_embedder.mlp.2");
+    LIN(&m->cap_emb, "cap_embedder.1");
+    LIN(&m->final_ada, "all_final_layer.2-1.adaLN_modulation.1");
+    LIN(&m->final_lin, "all_final_layer.2-1.linear");
+    VEC(&m->cap_norm, NULL, c->cap_feat_dim, "cap_embedder.0");
+    VEC(&m->x_pad, NULL, c->dim, "x_pad_token"); s[n - 1].rows = 1;
+    VEC(&m->cap_pad, NULL, c->dim, "cap_pad_token"); s[n - 1].rows = 1;
+    struct { const char *p; zl_zblock *b; int count; } blks[] = {
+        {"noise_refiner", m->noise_ref, c->n_refiner}, {"context_refiner", m->ctx_ref, c->n_refiner}, {"layers", m->layers, c->n_layers}};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < blks[k].count; i++) {
+            zl_zblock *b = &blks[k].b[i];
+            const char *p = blks[k].p;
+            LIN(&b->q, "%s.%d.attention.to_q", p, i);
+            LIN(&b->k, "%s.%d.attention.to_k", p, i);
+            LIN(&b->v, "%s.%d.attention.to_v", p, i);
+            LIN(&b->o, "%s.%d.attention.to_out.0", p, i);
+            LIN(&b->w1, "%s.%d.feed_forward.w1", p, i);
+            LIN(&b->w2, "%s.%d.feed_forward.w2", p, i);
+            LIN(&b->w3, "%s.%d.feed_forward.w3", p, i);
+            if (b->modulated) LIN(&b->ada, "%s.%d.adaLN_modulation.0", p, i);
+            VEC(&b->norm_q, &b->grad.norm_q, c->head_dim, "%s.%d.attention.norm_q", p, i);
+            VEC(&b->norm_k, &b->grad.norm_k, c->head_dim, "%s.%d.attention.norm_k", p, i);
+            VEC(&b->attn_norm1, &b->grad.attn_norm1, c->dim, "%s.%d.attention_norm1", p, i);
+            VEC(&b->attn_norm2, &b->grad.attn_norm2, c->dim, "%s.%d.attention_norm2", p, i);
+            VEC(&b->ffn_norm1, &b->grad.ffn_norm1, c->dim, "%s.%d.ffn_norm1", p, i);
+            VEC(&b->ffn_norm2, &b->grad.ffn_norm2, c->dim, "%s.%d.ffn_norm2", p, i);
+        }
+#undef LIN
+#undef VEC
+    *out = s;
+    return n;
+}
+
+int zl_zimage_full_params(zl_zimage *m, zl_param **out) {
+    *out = NULL;
+    tensor_slot *s;
+    int ns = all_slots(m, &s), np = 0;
+    zl_param *p = zl_xcalloc((size_t)2 * ns, sizeof *p);
+    int rc = 0;
+    for (int i = 0; i < ns && rc == 0; i++) {
+        if (s[i].lin) {
+            zl_linear *l = s[i].lin;
+            if (l->nbranch || l->delta) { rc = zl_err("full-parameter training needs a model without LoRA branches (%s has one)", s[i].name); break; }
+            size_t nw = (size_t)l->out * (size_t)l->in;
+            float *w = zl_try_malloc(sizeof(float) * nw), *dw = zl_try_calloc(nw, sizeof(float));
+            if (!w || !dw) { free(w); free(dw); rc = -1; break; }
+            zl_to_f32(w, l->w, l->dtype, nw); /* a writable f32 copy (the file may be mmapped, or bf16) */
+            l->w = own(m, w);
+            l->dtype = ZL_F32;
+            l->dw = own(m, dw);
+            p[np++] = (zl_param){.p = w, .g = dw, .n = nw};
+            snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.weight", s[i].name);
+            if (l->bias) {
+                float *b = zl_xmalloc(sizeof(float) * (size_t)l->out), *db = zl_xcalloc((size_t)l->out, sizeof(float));
+                memcpy(b, l->bias, sizeof(float) * (size_t)l->out);
+                l->bias = own(m, b);
+                l->db = own(m, db);
+                p[np++] = (zl_param){.p = b, .g = db, .n = (size_t)l->out};
+                snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.bias", s[i].name);
+            }
+        } else {
+            float *v = zl_xmalloc(sizeof(float) * (size_t)s[i].n);
+            memcpy(v, *s[i].vec, sizeof(float) * (size_t)s[i].n);
+            *s[i].vec = own(m, v);
+            if (s[i].grad) { /* block norms train; the caption norm and the pad tokens stay frozen */
+                float *g = zl_xcalloc((size_t)s[i].n, sizeof(float));
+                *s[i].grad = own(m, g);
+                p[np++] = (zl_param){.p = v, .g = g, .n = (size_t)s[i].n};
+                snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.weight", s[i].name);
+            }
+        }
+    }
+    free(s);
+    if (rc) { free(p); return -1; }
+    *out = p;
+    return np;
+}
+
+int zl_zimage_save(zl_zimage *m, const char *path, zl_dtype dtype) {
+    if (dtype != ZL_F32 && dtype != ZL_BF16) return zl_err("the transformer can be saved as F32 or BF16");
+    tensor_slot *s;
+    int ns = all_slots(m, &s), rc = 0;
+    zl_st_writer *w = zl_stw_new();
+    zl_stw_meta(w, "format", "pt");
+    for (int i = 0; i < ns && rc == 0; i++) {
+        char name[160];
+        if (s[i].lin) {
+            zl_linear *l = s[i].lin;
+            size_t nw = (size_t)l->out * (size_t)l->in;
+            float *f = zl_try_malloc(sizeof(float) * nw);
+            if (!f) { rc = -1; break; }
+            zl_to_f32(f, l->w, l->dtype, nw);
+            int64_t sh[2] = {l->out, l->in};
+            snprintf(name, sizeof name, "%s.weight", s[i].name);
+            rc = zl_stw_add_f32(w, name, 2, sh, f, dtype);
+            free(f);
+            if (rc == 0 && l->bias) {
+                int64_t sb[1] = {l->out};
+                snprintf(name, sizeof name, "%s.bias", s[i].name);
+                rc = zl_stw_add_f32(w, name, 1, sb, l->bias, dtype);
+            }
+        } else {
+            int64_t sh[2] = {s[i].rows ? s[i].rows : s[i].n, s[i].n};
+            snprintf(name, sizeof name, s[i].rows ? "%s" : "%s.weight", s[i].name);
+            rc = zl_stw_add_f32(w, name, s[i].rows ? 2 : 1, s[i].rows ? sh : sh + 1, *s[i].vec, dtype);
+        }
+    }
+    if (rc == 0) rc = zl_stw_write(w, path);
+    zl_stw_free(w);
+    free(s);
+    return rc;
+}

@@ -91,6 +91,19 @@ int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g);
  * branches changed. */
 int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength);
 
+/* Full-parameter training: every linear weight and bias becomes a writable F32 copy with a gradient
+ * buffer (zl_linear.dw/db), and every block norm weight gets one (zl_zblock.grad); the caption norm and
+ * the pad tokens stay frozen. Returns the parameter count and a malloc'd list (name in diffusers naming,
+ * values, gradients: both owned by the model), or -1. The model must have no LoRA branches. */
+typedef struct {
+    char name[144];
+    float *p, *g;
+    size_t n;
+} zl_param;
+int zl_zimage_full_params(zl_zimage *m, zl_param **out);
+/* Writes the model as one diffusers-named safetensors file (F32 or BF16), every tensor. */
+int zl_zimage_save(zl_zimage *m, const char *path, zl_dtype dtype);
+
 /* The backward of zl_zblock_forward, by recomputation (gradient checkpointing at block granularity):
  * re-runs the block's forward from its saved input x [n, dim] (read only), keeping what the backward
  * needs, then backpropagates:

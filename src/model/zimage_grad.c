@@ -61,6 +61,7 @@ zl_zblock_bws *zl_zblock_bws_new(const zl_zimage_config *c, int n) {
 /* ------------------------------------------------------------------ what is trainable */
 
 static int lin_trainable(const zl_linear *l) {
+    if (l->dw || l->db) return 1;
     for (int i = 0; i < l->nbranch; i++)
         if (l->branch[i].d_down || l->branch[i].d_up) return 1;
     return 0;

@@ -486,7 +486,18 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         if (b->r > rmax) rmax = b->r;
         trainable |= b->d_down || b->d_up;
     }
-    if (!dx && !trainable) return;
+    if (!dx && !trainable && !L->dw && !L->db) return;
+    /* 0. full-parameter gradients: dW += dyᵀ·x, db += Σ_rows dy */
+    if (L->dw && L->dtype == ZL_F32 && out > 0)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, L->dw, in);
+    if (L->db && out > 0) {
+#pragma omp parallel for schedule(static) if ((size_t)n * out >= (1u << 16))
+        for (int o = 0; o < out; o++) {
+            double acc = 0;
+            for (int r = 0; r < n; r++) acc += dy[(size_t)r * out + o];
+            L->db[o] += (float)acc;
+        }
+    }
     float stackbuf[BRANCH_STACK];
     bscratch s = {stackbuf, BRANCH_STACK};
     float *heap = NULL;

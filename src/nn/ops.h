@@ -35,6 +35,8 @@ typedef struct {
     const zl_branch *branch; /* nbranch entries */
     int nbranch;
     const float *delta;      /* NULL: none; scaled already */
+    float *dw;               /* [out, in] gradient of W (F32 weights only), accumulated; NULL: W frozen */
+    float *db;               /* [out] gradient of the bias, accumulated; NULL: frozen */
 } zl_linear;
 
 /* y [n, out] = x [n, in] · Wᵀ + bias + Σ branches + x·deltaᵀ. y and x must not alias.
