@@ -244,3 +244,37 @@ TEST(train_refusals) {
     snprintf(cmd, sizeof cmd, "%s train --resume %s/nothing 2>&1", zl_test_bin(), zl_test_dir());
     CHECK(zl_test_run(cmd, NULL) != 0);
 }
+
+static double loss_avg(const char *run, int from, int to) {
+    char p[700], line[256];
+    snprintf(p, sizeof p, "%s/%s/loss.csv", zl_test_dir(), run);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    double s = 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        int st;
+        float l;
+        if (sscanf(line, "%d,%f", &st, &l) == 2 && st >= from && st <= to) { s += l; n++; }
+    }
+    fclose(f);
+    return n ? s / n : -1;
+}
+
+TEST(train_full_parameter_and_distillation) {
+    /* every weight trains; the output is a transformer that generate loads */
+    CHECK(train("full", "--route custom --full --name dit --steps 40 --lr 1e-3 --save-every 0 --sigma uniform") == 0);
+    double a = loss_avg("full", 1, 10), b = loss_avg("full", 31, 40);
+    CHECK_MSG(a > 0 && b > 0 && b < 0.85 * a, "full-parameter loss: first 10 steps %g, last 10 %g", a, b);
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "%s -q generate --model %s --dit %s/full/dit.safetensors -p zxq -W 16 -H 16 --seed 1 --no-cache -o %s/full.png 2>&1",
+             zl_test_bin(), zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
+    CHECK(zl_test_run(cmd, NULL) == 0);
+    /* trajectory distillation into a LoRA: the student's loss against the teacher's trajectory falls */
+    CHECK(train("distill", "--route custom --distill-steps 4 --teacher-substeps 2 --teacher-cfg 2 --rank 8 --steps 24 --save-every 0") == 0);
+    a = loss_avg("distill", 1, 8);
+    b = loss_avg("distill", 17, 24);
+    CHECK_MSG(a > 0 && b > 0 && b < 0.9 * a, "distillation loss: first 8 steps %g, last 8 %g", a, b);
+    /* --full cannot be combined with a frozen adapter */
+    CHECK(train("fullbad", "--route custom --full --adapter tests/data/zimage/tiny_a/lora/lora_peft.safetensors --steps 1") != 0);
+}

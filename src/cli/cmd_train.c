@@ -26,6 +26,9 @@ static const char *usage =
     "noise:     --sigma shift|logit-normal|uniform|weighted  --sigma-shift 3  --sigma-mean 0 --sigma-std 1\n"
     "data:      --resolution 1024  --bucket-step 64  --trigger WORD  --default-caption TEXT  --repeats 1\n"
     "           --caption-dropout 0  --flip  --allow-upscale\n"
+    "custom:    --full (train every weight; the output is a whole transformer)\n"
+    "           --distill-steps 8 --teacher DIR --teacher-lora FILE[:S] --teacher-substeps 4 --teacher-cfg G\n"
+    "           (trajectory distillation: one student step matches the teacher's substeps)\n"
     "runs:      --seed 42  --save-every 250  --keep 3  --sample-every 250 (0: never)  --sample-prompt TEXT (repeat)\n"
     "           --sample-size N  --name lora  --cache DIR (latents + caption features; default ~/.cache/zlora)\n"
     "Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.\n";
@@ -87,6 +90,12 @@ int zl_cmd_train(int argc, char **argv) {
         else if (ARG("--cache")) STR(cache);
         else if (ARG("--negative")) STR(negative);
         else if (ARG("--route")) rc = zl_route_parse(x, &o.route);
+        else if (!strcmp(f, "--full")) o.full = 1;
+        else if (ARG("--teacher")) STR(teacher);
+        else if (ARG("--teacher-lora")) STR(teacher_lora);
+        else if (ARG("--distill-steps")) { rc = num(f, x, 1, 1000, &v); o.distill_steps = (int)v; }
+        else if (ARG("--teacher-substeps")) { rc = num(f, x, 1, 1000, &v); o.teacher_substeps = (int)v; }
+        else if (ARG("--teacher-cfg")) { rc = num(f, x, -100, 100, &v); o.teacher_guidance = (float)(v - 1); }
         else if (ARG("--rank")) { rc = num(f, x, 1, 4096, &v); o.rank = (int)v; }
         else if (ARG("--alpha")) { rc = num(f, x, 1e-6, 1e6, &v); o.alpha = (float)v; }
         else if (ARG("--targets")) rc = zl_lora_targets_parse(x, &o.targets);

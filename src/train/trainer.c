@@ -59,7 +59,7 @@ void zl_train_default_opts(zl_train_opts *o) {
 
 void zl_train_opts_free(zl_train_opts *o) {
     free(o->model); free(o->data); free(o->out); free(o->adapter); free(o->name); free(o->trigger);
-    free(o->default_caption); free(o->cache); free(o->negative);
+    free(o->default_caption); free(o->cache); free(o->negative); free(o->teacher); free(o->teacher_lora);
     for (int i = 0; i < o->nprompts; i++) free(o->prompts[i]);
     memset(o, 0, sizeof *o);
 }
@@ -84,6 +84,8 @@ char *zl_train_opts_json(const zl_train_opts *o) {
 #define S(k) if (o->k) cJSON_AddStringToObject(j, #k, o->k)
 #define N(k) cJSON_AddNumberToObject(j, #k, (double)o->k)
     S(model); S(data); S(out); S(adapter); S(name); S(trigger); S(default_caption); S(cache); S(negative);
+    S(teacher); S(teacher_lora);
+    N(full); N(distill_steps); N(teacher_substeps); N(teacher_guidance);
     cJSON_AddStringToObject(j, "route", zl_route_name(o->route));
     N(rank); N(targets); N(gaussian_init); N(alpha); N(lr); N(min_lr); N(weight_decay); N(max_grad_norm); N(beta1); N(beta2);
     cJSON_AddStringToObject(j, "sched", zl_lr_name(o->sched));
@@ -115,6 +117,8 @@ int zl_train_opts_from_json(const char *json, zl_train_opts *o) {
 #define NI(k) if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, #k))) o->k = it->valueint
 #define NF(k) if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, #k))) o->k = (float)it->valuedouble
     S(model); S(data); S(out); S(adapter); S(name); S(trigger); S(default_caption); S(cache); S(negative);
+    S(teacher); S(teacher_lora);
+    NI(full); NI(distill_steps); NI(teacher_substeps); NF(teacher_guidance);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "route"))) rc |= zl_route_parse(it->valuestring, &o->route);
     NI(rank); NI(targets); NI(gaussian_init); NF(alpha); NF(lr); NF(min_lr); NF(weight_decay); NF(max_grad_norm); NF(beta1); NF(beta2);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "sched"))) rc |= zl_lr_parse(it->valuestring, &o->sched);
@@ -249,7 +253,11 @@ typedef struct {
     zl_zimage *m;
     zl_vae *vae;
     zl_lora *lora, *grad, *adapter;
-    float **mom1, **mom2; /* [2 * n modules]: down, up */
+    zl_param *params;     /* what trains: LoRA factors (<module>.down/.up) or every weight (full) */
+    int np;
+    float **mom1, **mom2; /* [np] AdamW moments */
+    zl_zimage *teacher;   /* distillation */
+    int fac;              /* VAE factor */
     zl_adamw adam;
     int step;             /* optimizer steps done */
     FILE *loss_csv;
@@ -277,20 +285,14 @@ static int save_checkpoint(run_t *r) {
     rm_rf(tmp);
     int rc = mkdir_p(tmp);
     zl_st_writer *w = rc ? NULL : zl_stw_new();
-    for (int i = 0; w && i < r->lora->n && rc == 0; i++) {
-        zl_lora_module *m = &r->lora->m[i];
-        for (int up = 0; up < 2 && rc == 0; up++) {
-            const zl_mat *p = &m->p[up ? ZL_P_UP : ZL_P_DOWN];
-            int64_t sh[2] = {p->shape[0], p->shape[1]};
-            char k[300];
-            const char *part = up ? "up" : "down";
-            snprintf(k, sizeof k, "%s.%s", m->target, part);
-            rc = zl_stw_add_f32(w, k, 2, sh, p->data, ZL_F32);
-            snprintf(k, sizeof k, "%s.%s.adam_m", m->target, part);
-            if (rc == 0) rc = zl_stw_add_f32(w, k, 2, sh, r->mom1[2 * i + up], ZL_F32);
-            snprintf(k, sizeof k, "%s.%s.adam_v", m->target, part);
-            if (rc == 0) rc = zl_stw_add_f32(w, k, 2, sh, r->mom2[2 * i + up], ZL_F32);
-        }
+    for (int i = 0; w && i < r->np && rc == 0; i++) {
+        int64_t sh[1] = {(int64_t)r->params[i].n};
+        char k[200];
+        rc = zl_stw_add_f32(w, r->params[i].name, 1, sh, r->params[i].p, ZL_F32);
+        snprintf(k, sizeof k, "%s.adam_m", r->params[i].name);
+        if (rc == 0) rc = zl_stw_add_f32(w, k, 1, sh, r->mom1[i], ZL_F32);
+        snprintf(k, sizeof k, "%s.adam_v", r->params[i].name);
+        if (rc == 0) rc = zl_stw_add_f32(w, k, 1, sh, r->mom2[i], ZL_F32);
     }
     char *st = zl_xasprintf("%s/state.safetensors", tmp);
     if (rc == 0) {
@@ -303,7 +305,7 @@ static int save_checkpoint(run_t *r) {
     }
     zl_stw_free(w);
     free(st);
-    if (rc == 0) {
+    if (rc == 0 && r->lora) {
         char *lp = zl_xasprintf("%s/lora.safetensors", tmp);
         zl_write_opts wo = {.to = ZL_FMT_AITOOLKIT, .dtype = ZL_F32};
         rc = zl_lora_write(r->lora, lp, &wo);
@@ -349,25 +351,21 @@ static int load_checkpoint(run_t *r) {
         const char *s = zl_st_meta_get(st, "zlora.step"), *t = zl_st_meta_get(st, "zlora.adam_t");
         if (!s || !t) rc = zl_err("%s: no step in the checkpoint", p);
         else { r->step = atoi(s); r->adam.t = atoll(t); }
-        for (int i = 0; i < r->lora->n && rc == 0; i++) {
-            zl_lora_module *m = &r->lora->m[i];
-            for (int up = 0; up < 2 && rc == 0; up++) {
-                const char *part = up ? "up" : "down";
-                float *dst[3] = {m->p[up ? ZL_P_UP : ZL_P_DOWN].data, r->mom1[2 * i + up], r->mom2[2 * i + up]};
-                const char *suf[3] = {"", ".adam_m", ".adam_v"};
-                for (int k = 0; k < 3 && rc == 0; k++) {
-                    char key[300];
-                    snprintf(key, sizeof key, "%s.%s%s", m->target, part, suf[k]);
-                    const zl_tensor_info *ti = zl_st_find(st, key);
-                    if (!ti || ti->ndim != 2 || (size_t)(ti->shape[0] * ti->shape[1]) != part_n(m, up)) {
-                        rc = zl_err("%s: %s is missing or has another shape (was the run started with other LoRA options?)", p, key);
-                        break;
-                    }
-                    float *v = zl_st_read_f32(st, ti);
-                    if (!v) { rc = -1; break; }
-                    memcpy(dst[k], v, sizeof(float) * part_n(m, up));
-                    free(v);
+        for (int i = 0; i < r->np && rc == 0; i++) {
+            float *dst[3] = {r->params[i].p, r->mom1[i], r->mom2[i]};
+            const char *suf[3] = {"", ".adam_m", ".adam_v"};
+            for (int k = 0; k < 3 && rc == 0; k++) {
+                char key[200];
+                snprintf(key, sizeof key, "%s%s", r->params[i].name, suf[k]);
+                const zl_tensor_info *ti = zl_st_find(st, key);
+                if (!ti || ti->ndim != 1 || (size_t)ti->shape[0] != r->params[i].n) {
+                    rc = zl_err("%s: %s is missing or has another size (was the run started with other options?)", p, key);
+                    break;
                 }
+                float *v = zl_st_read_f32(st, ti);
+                if (!v) { rc = -1; break; }
+                memcpy(dst[k], v, sizeof(float) * r->params[i].n);
+                free(v);
             }
         }
         zl_st_close(st);
@@ -463,6 +461,13 @@ static void plot_loss(const char *out, const float *loss, int n) {
 
 static int save_final(run_t *r) {
     zl_train_opts *o = r->o;
+    if (o->full) { /* the whole transformer */
+        char *path = zl_xasprintf("%s/%s.safetensors", o->out, o->name);
+        int rc = zl_zimage_save(r->m, path, ZL_F32);
+        if (rc == 0) zl_info("saved %s (the whole transformer, F32)", path);
+        free(path);
+        return rc;
+    }
     char *path = zl_xasprintf("%s/%s.safetensors", o->out, o->name);
     char buf[64];
     zl_lora_meta_set(r->lora, "ss_network_module", "networks.lora");
@@ -508,6 +513,48 @@ static int save_final(run_t *r) {
     return rc;
 }
 
+/* Trajectory distillation, one sample: the teacher samples from noise with `teacher_substeps` Euler steps
+ * (and guidance) between each pair of the student's sigmas; at each student sigma the student learns the
+ * teacher's average velocity over the interval, so that one student step lands where the teacher's
+ * substeps land: target = −(X_{i+1} − X_i)/(σ_{i+1} − σ_i) for the raw DiT output (which is −v). */
+static int distill_sample(run_t *r, const zl_item *it, const zl_feat *f, uint64_t noise_key, float gscale, float *loss_out) {
+    zl_train_opts *o = r->o;
+    int S = o->distill_steps, K = o->teacher_substeps > 0 ? o->teacher_substeps : 4;
+    int C = r->m->cfg.in_channels, h = it->bh / r->fac, w = it->bw / r->fac;
+    size_t n = (size_t)C * h * w;
+    float *sig = zl_xmalloc(sizeof(float) * (size_t)(S + 1));
+    zl_sigmas(S, r->mp.shift, sig);
+    float *X = zl_try_malloc(sizeof(float) * n * (size_t)(S + 1)), *v = zl_try_malloc(sizeof(float) * n), *vn = zl_try_malloc(sizeof(float) * n);
+    int rc = (!X || !v || !vn) ? -1 : 0;
+    if (rc == 0) zl_torch_randn(noise_key, X, n);
+    const zl_feat *neg = &r->feats[r->empty_text];
+    for (int i = 0; i < S && rc == 0; i++) {
+        float *x = X + (size_t)(i + 1) * n;
+        memcpy(x, X + (size_t)i * n, sizeof(float) * n);
+        for (int k = 0; k < K && rc == 0; k++) {
+            float s0 = sig[i] + (sig[i + 1] - sig[i]) * (float)k / K, s1 = sig[i] + (sig[i + 1] - sig[i]) * (float)(k + 1) / K;
+            rc = zl_zimage_forward(r->teacher, x, h, w, 1.0f - s0, f->cap, f->L, v);
+            if (rc == 0 && o->teacher_guidance != 0.0f) {
+                rc = zl_zimage_forward(r->teacher, x, h, w, 1.0f - s0, neg->cap, neg->L, vn);
+                if (rc == 0) zl_cfg_combine(v, v, vn, n, o->teacher_guidance, 0.0f);
+            }
+            if (rc == 0) zl_op_axpy(x, -(s1 - s0), v, n); /* x += (s1 − s0)·(−out) */
+        }
+    }
+    double lsum = 0;
+    for (int i = 0; i < S && rc == 0; i++) {
+        float inv = 1.0f / (sig[i + 1] - sig[i]);
+        const float *x0 = X + (size_t)i * n, *x1 = X + (size_t)(i + 1) * n;
+        for (size_t q = 0; q < n; q++) v[q] = -(x1[q] - x0[q]) * inv; /* the raw output the student should give */
+        float l = 0;
+        rc = zl_zimage_forward_backward(r->m, x0, h, w, 1.0f - sig[i], f->cap, f->L, v, gscale / (float)S, &l, NULL);
+        lsum += l;
+    }
+    *loss_out = (float)(lsum / S);
+    free(sig); free(X); free(v); free(vn);
+    return rc;
+}
+
 int zl_train_run(zl_train_opts *o, int resume) {
     run_t R;
     memset(&R, 0, sizeof R);
@@ -534,6 +581,7 @@ int zl_train_run(zl_train_opts *o, int resume) {
     if (zl_vae_load(r->mp.vae, NULL, &probe)) { zl_model_parts_free(&r->mp); return -1; }
     int fac = zl_vae_factor(probe);
     zl_vae_free(probe);
+    r->fac = fac;
     zl_dataset_opts dop;
     zl_dataset_default_opts(&dop);
     dop.trigger = o->trigger;
@@ -573,47 +621,90 @@ int zl_train_run(zl_train_opts *o, int resume) {
         r->feats = zl_xcalloc((size_t)r->ntexts, sizeof(zl_feat));
         rc = zl_gen_features(&r->mp, r->feat_dir, (const char *const *)r->texts, r->ntexts, r->feats);
     }
-    /* the transformer, the adapter, the LoRA */
+    /* the transformer, the adapter, what trains */
     if (rc == 0) {
         double t0 = zl_now();
-        rc = zl_zimage_load(r->mp.dit, NULL, &r->m);
+        zl_zimage_opts zo;
+        zl_zimage_default_opts(&zo);
+        if (o->full) zo.weight_dtype = ZL_F32; /* every weight trains in f32 */
+        rc = zl_zimage_load(r->mp.dit, &zo, &r->m);
         if (rc == 0) zl_info("transformer: %s (dim %d, %d layers) in %.1f s", r->m->path, r->m->cfg.dim, r->m->cfg.n_layers, zl_now() - t0);
         if (rc == 0) zl_ops_auto_threads(r->m->cfg.dim);
         if (rc == 0 && r->m->cfg.patch * fac != dop.mult) rc = zl_err("the DiT's patch size %d does not match the bucket multiple", r->m->cfg.patch);
         if (rc == 0 && r->feats[0].hidden != r->m->cfg.cap_feat_dim)
             rc = zl_err("the text encoder gives %d-wide features but the DiT expects %d", r->feats[0].hidden, r->m->cfg.cap_feat_dim);
     }
+    if (rc == 0 && o->distill_steps > 0) { /* the teacher: its own DiT (default: the model itself), frozen */
+        zl_model_parts tp;
+        rc = zl_model_parts_resolve(o->teacher ? o->teacher : o->model, NULL, NULL, NULL, NULL, &tp);
+        if (rc == 0) rc = zl_zimage_load(tp.dit, NULL, &r->teacher);
+        zl_model_parts_free(&tp);
+        if (rc == 0 && o->teacher_lora) {
+            char path[4096];
+            float st;
+            zl_lora *tl = NULL;
+            snprintf(path, sizeof path, "%s", o->teacher_lora);
+            char *c = strrchr(path, ':');
+            st = 1.0f;
+            if (c && c[1] && strspn(c + 1, "0123456789.-e") == strlen(c + 1)) { st = (float)atof(c + 1); *c = 0; }
+            rc = zl_lora_load(path, &tl);
+            if (rc == 0) rc = zl_zimage_apply_loras(r->teacher, &tl, &st, 1, 1, 0, report_line);
+            zl_lora_free(tl);
+        }
+        if (rc == 0) zl_info("distillation: teacher %s, %d teacher steps per student step, guidance %g", o->teacher ? o->teacher : o->model,
+                             o->teacher_substeps, (double)o->teacher_guidance);
+    }
     if (rc == 0 && o->adapter) {
         rc = zl_lora_load(o->adapter, &r->adapter);
         float one = 1.0f;
         if (rc == 0) rc = zl_zimage_apply_loras(r->m, &r->adapter, &one, 1, 0, 0, report_line);
-        if (rc == 0) zl_info("training adapter %s: +1 during training, off for samples, never saved", o->adapter);
+        if (rc == 0) zl_info("frozen LoRA %s: +1 during training, off for samples, never saved", o->adapter);
+        if (rc == 0 && o->full) rc = zl_err("--full trains every weight: it cannot be combined with --adapter");
     }
-    if (rc == 0) {
+    if (rc == 0 && o->full) {
+        r->np = zl_zimage_full_params(r->m, &r->params);
+        if (r->np < 0) rc = -1;
+        else {
+            size_t tot = 0;
+            for (int i = 0; i < r->np; i++) tot += r->params[i].n;
+            zl_info("full-parameter training: %d tensors, %.2fM parameters", r->np, (double)tot / 1e6);
+        }
+    } else if (rc == 0) {
         zl_lora_init_opts lo = {.rank = o->rank, .alpha = o->alpha, .targets = o->targets, .gaussian = o->gaussian_init, .seed = o->seed};
         rc = zl_lora_new_trainable(&r->m->cfg, &lo, &r->lora);
         if (rc == 0) rc = zl_lora_new_trainable(&r->m->cfg, &lo, &r->grad);
         if (rc == 0 && (o->targets & ZL_T_REFINERS))
             zl_warn("LoRA on the refiners: most loaders (ComfyUI, diffusers) ignore refiner keys");
+        if (rc == 0) {
+            r->np = 2 * r->lora->n;
+            r->params = zl_xcalloc((size_t)r->np, sizeof(zl_param));
+            for (int i = 0; i < r->lora->n; i++)
+                for (int up = 0; up < 2; up++) {
+                    zl_param *q = &r->params[2 * i + up];
+                    snprintf(q->name, sizeof q->name, "%s.%s", r->lora->m[i].target, up ? "up" : "down");
+                    q->p = r->lora->m[i].p[up ? ZL_P_UP : ZL_P_DOWN].data;
+                    q->g = r->grad->m[i].p[up ? ZL_P_UP : ZL_P_DOWN].data;
+                    q->n = part_n(&r->lora->m[i], up);
+                }
+        }
     }
     if (rc == 0) {
-        int nm = r->lora->n;
-        r->mom1 = zl_xcalloc((size_t)2 * nm, sizeof(float *));
-        r->mom2 = zl_xcalloc((size_t)2 * nm, sizeof(float *));
-        for (int i = 0; i < nm && rc == 0; i++)
-            for (int up = 0; up < 2; up++) {
-                r->mom1[2 * i + up] = zl_try_calloc(part_n(&r->lora->m[i], up), sizeof(float));
-                r->mom2[2 * i + up] = zl_try_calloc(part_n(&r->lora->m[i], up), sizeof(float));
-                if (!r->mom1[2 * i + up] || !r->mom2[2 * i + up]) rc = -1;
-            }
+        r->mom1 = zl_xcalloc((size_t)r->np, sizeof(float *));
+        r->mom2 = zl_xcalloc((size_t)r->np, sizeof(float *));
+        for (int i = 0; i < r->np && rc == 0; i++) {
+            r->mom1[i] = zl_try_calloc(r->params[i].n, sizeof(float));
+            r->mom2[i] = zl_try_calloc(r->params[i].n, sizeof(float));
+            if (!r->mom1[i] || !r->mom2[i]) rc = -1;
+        }
         zl_adamw_default(&r->adam);
         r->adam.beta1 = o->beta1;
         r->adam.beta2 = o->beta2;
         r->adam.weight_decay = o->weight_decay;
         if (rc == 0 && resume) rc = load_checkpoint(r);
         float one = 1.0f;
-        if (rc == 0) rc = zl_zimage_apply_loras(r->m, &r->lora, &one, 1, 0, 0, NULL);
-        if (rc == 0 && zl_zimage_lora_grads(r->m, r->lora, r->grad) != nm) rc = zl_err("train: not every LoRA module got a gradient buffer");
+        if (rc == 0 && r->lora) rc = zl_zimage_apply_loras(r->m, &r->lora, &one, 1, 0, 0, NULL);
+        if (rc == 0 && r->lora && zl_zimage_lora_grads(r->m, r->lora, r->grad) != r->lora->n)
+            rc = zl_err("train: not every LoRA module got a gradient buffer");
     }
     if (rc == 0 && o->sample_every > 0) {
         rc = zl_vae_load(r->mp.vae, NULL, &r->vae);
@@ -648,8 +739,7 @@ int zl_train_run(zl_train_opts *o, int resume) {
     int stopped = 0;
     while (rc == 0 && r->step < o->steps) {
         int s = r->step;
-        for (int i = 0; i < r->grad->n; i++)
-            for (int up = 0; up < 2; up++) memset(r->grad->m[i].p[up ? ZL_P_UP : ZL_P_DOWN].data, 0, sizeof(float) * part_n(&r->grad->m[i], up));
+        for (int i = 0; i < r->np; i++) memset(r->params[i].g, 0, sizeof(float) * r->params[i].n);
         double lsum = 0, ssum = 0;
         int nsamp = 0;
         for (int k = 0; k < o->grad_accum && rc == 0; k++) {
@@ -667,29 +757,34 @@ int zl_train_run(zl_train_opts *o, int resume) {
                 int drop = o->caption_dropout > 0 && zl_rng_uniform(&rr) < o->caption_dropout;
                 float wgt;
                 float sigma = zl_sigma_sample(&o->sigma, &rr, &wgt);
-                int C, h, w;
-                float *lat = NULL;
-                int hit = zl_latent_cache_load(r->latent_dir, r->vae_id, it, flip, &lat, &C, &h, &w);
-                if (hit <= 0) { rc = hit < 0 ? -1 : zl_err("%s: its latent is missing from the cache %s", it->image, r->latent_dir); free(lat); break; }
-                size_t n = (size_t)C * h * w;
-                if (n > xcap) {
-                    free(xs); free(tgt);
-                    xs = zl_try_malloc(sizeof(float) * n); tgt = zl_try_malloc(sizeof(float) * n);
-                    xcap = n;
-                    if (!xs || !tgt) { rc = -1; free(lat); break; }
-                }
-                x0 = lat;
-                zl_torch_randn(zl_train_key(o->seed, micro, b, 4), xs, n); /* ε */
-                for (size_t q = 0; q < n; q++) {
-                    float e = xs[q];
-                    tgt[q] = x0[q] - e;                              /* target = x0 − ε */
-                    xs[q] = (1.0f - sigma) * x0[q] + sigma * e;      /* x_σ */
-                }
-                free(lat);
                 const zl_feat *f = &r->feats[drop ? r->empty_text : r->item_text[ii]];
                 float loss = 0;
-                rc = zl_zimage_forward_backward(r->m, xs, h, w, 1.0f - sigma, f->cap, f->L, tgt,
-                                                wgt / (float)(real * o->grad_accum), &loss, NULL);
+                if (o->distill_steps > 0) {
+                    rc = distill_sample(r, it, f, zl_train_key(o->seed, micro, b, 4), wgt / (float)(real * o->grad_accum), &loss);
+                    sigma = 0.5f;
+                } else {
+                    int C, h, w;
+                    float *lat = NULL;
+                    int hit = zl_latent_cache_load(r->latent_dir, r->vae_id, it, flip, &lat, &C, &h, &w);
+                    if (hit <= 0) { rc = hit < 0 ? -1 : zl_err("%s: its latent is missing from the cache %s", it->image, r->latent_dir); free(lat); break; }
+                    size_t n = (size_t)C * h * w;
+                    if (n > xcap) {
+                        free(xs); free(tgt);
+                        xs = zl_try_malloc(sizeof(float) * n); tgt = zl_try_malloc(sizeof(float) * n);
+                        xcap = n;
+                        if (!xs || !tgt) { rc = -1; free(lat); break; }
+                    }
+                    x0 = lat;
+                    zl_torch_randn(zl_train_key(o->seed, micro, b, 4), xs, n); /* ε */
+                    for (size_t q = 0; q < n; q++) {
+                        float e = xs[q];
+                        tgt[q] = x0[q] - e;                              /* target = x0 − ε */
+                        xs[q] = (1.0f - sigma) * x0[q] + sigma * e;      /* x_σ */
+                    }
+                    free(lat);
+                    rc = zl_zimage_forward_backward(r->m, xs, h, w, 1.0f - sigma, f->cap, f->L, tgt,
+                                                    wgt / (float)(real * o->grad_accum), &loss, NULL);
+                }
                 if (rc == 0 && !isfinite(loss)) rc = zl_err("the loss is %g at step %d (%s): stopping; the last checkpoint is intact", (double)loss, s + 1, it->image);
                 lsum += loss;
                 ssum += sigma;
@@ -698,17 +793,13 @@ int zl_train_run(zl_train_opts *o, int resume) {
         }
         if (rc) break;
         /* clip, AdamW */
-        int nt = 2 * r->grad->n;
-        float **gp = zl_xmalloc(sizeof(float *) * (size_t)nt);
-        size_t *gn = zl_xmalloc(sizeof(size_t) * (size_t)nt);
-        for (int i = 0; i < r->grad->n; i++)
-            for (int up = 0; up < 2; up++) { gp[2 * i + up] = r->grad->m[i].p[up ? ZL_P_UP : ZL_P_DOWN].data; gn[2 * i + up] = part_n(&r->grad->m[i], up); }
-        double gnorm = zl_clip_grad_norm(gp, gn, nt, o->max_grad_norm);
+        float **gp = zl_xmalloc(sizeof(float *) * (size_t)r->np);
+        size_t *gn = zl_xmalloc(sizeof(size_t) * (size_t)r->np);
+        for (int i = 0; i < r->np; i++) { gp[i] = r->params[i].g; gn[i] = r->params[i].n; }
+        double gnorm = zl_clip_grad_norm(gp, gn, r->np, o->max_grad_norm);
         float lr = zl_lr_at(&sched, s);
         zl_adamw_begin(&r->adam);
-        for (int i = 0; i < r->lora->n; i++)
-            for (int up = 0; up < 2; up++)
-                zl_adamw_update(&r->adam, lr, r->lora->m[i].p[up ? ZL_P_UP : ZL_P_DOWN].data, gp[2 * i + up], r->mom1[2 * i + up], r->mom2[2 * i + up], gn[2 * i + up]);
+        for (int i = 0; i < r->np; i++) zl_adamw_update(&r->adam, lr, r->params[i].p, gp[i], r->mom1[i], r->mom2[i], gn[i]);
         free(gp);
         free(gn);
         r->step = s + 1;
@@ -772,7 +863,9 @@ int zl_train_run(zl_train_opts *o, int resume) {
         if (stopped) zl_info("resume with: zlora train --resume %s", o->out);
     }
     /* cleanup */
-    if (r->lora) for (int i = 0; i < 2 * r->lora->n; i++) { if (r->mom1) free(r->mom1[i]); if (r->mom2) free(r->mom2[i]); }
+    for (int i = 0; i < r->np; i++) { if (r->mom1) free(r->mom1[i]); if (r->mom2) free(r->mom2[i]); }
+    free(r->params);
+    zl_zimage_free(r->teacher);
     free(r->mom1);
     free(r->mom2);
     zl_zimage_free(r->m);

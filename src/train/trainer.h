@@ -38,6 +38,12 @@ typedef struct {
     /* what */
     char *model, *data, *out, *adapter, *name, *trigger, *default_caption, *cache;
     zl_route route;
+    /* full-parameter training (every weight; the output is a whole transformer) and distillation */
+    int full;
+    char *teacher, *teacher_lora;   /* teacher model folder (default: --model) and a LoRA merged into it */
+    int distill_steps;              /* > 0: trajectory distillation to this many student steps */
+    int teacher_substeps;           /* teacher Euler steps per student step (default 4) */
+    float teacher_guidance;         /* the teacher's guidance, diffusers form (0: none) */
     /* LoRA */
     int rank, targets, gaussian_init;
     float alpha;
