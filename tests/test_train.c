@@ -278,3 +278,22 @@ TEST(train_full_parameter_and_distillation) {
     /* --full cannot be combined with a frozen adapter */
     CHECK(train("fullbad", "--route custom --full --adapter tests/data/zimage/tiny_a/lora/lora_peft.safetensors --steps 1") != 0);
 }
+
+TEST(train_samples_at_the_route_settings) {
+    char extra[1200];
+    snprintf(extra, sizeof extra, "--route base --turbo-model %s --steps 2 --save-every 0 --sample-every 2 --sample-size 16", zl_test_tiny_model());
+    /* train() passes --sample-every 0 first; the later flag wins */
+    CHECK(train("samples", extra) == 0);
+    const char *want[] = {"step_000000_base30_p00.png", "step_000002_base30_p01.png", "step_000000_on-turbo8_p00.png", "step_000002_on-turbo8_p01.png"};
+    for (int i = 0; i < 4; i++) {
+        char p[800];
+        snprintf(p, sizeof p, "%s/samples/samples/%s", zl_test_dir(), want[i]);
+        CHECK_MSG(zl_file_exists(p), "missing %s", p);
+    }
+    CHECK(train("samples_turbo", "--route turbo-direct --steps 1 --save-every 0 --sample-every 1 --sample-size 16") == 0);
+    char p[800];
+    snprintf(p, sizeof p, "%s/samples_turbo/samples/step_000001_30steps_p00.png", zl_test_dir());
+    CHECK(zl_file_exists(p));
+    snprintf(p, sizeof p, "%s/samples_turbo/samples/step_000001_turbo8_p00.png", zl_test_dir());
+    CHECK(zl_file_exists(p));
+}

@@ -30,7 +30,8 @@ static const char *usage =
     "           --distill-steps 8 --teacher DIR --teacher-lora FILE[:S] --teacher-substeps 4 --teacher-cfg G\n"
     "           (trajectory distillation: one student step matches the teacher's substeps)\n"
     "runs:      --seed 42  --save-every 250  --keep 3  --sample-every 250 (0: never)  --sample-prompt TEXT (repeat)\n"
-    "           --sample-size N  --name lora  --cache DIR (latents + caption features; default ~/.cache/zlora)\n"
+    "           --sample-size N  --sample-steps N --sample-cfg G (instead of the route's)\n"
+    "           --turbo-model DIR (base route: also sample the LoRA on Turbo at 8 steps)  --name lora  --cache DIR (latents + caption features; default ~/.cache/zlora)\n"
     "Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.\n";
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out) {
@@ -129,6 +130,9 @@ int zl_cmd_train(int argc, char **argv) {
         else if (ARG("--keep")) { rc = num(f, x, 0, 1e6, &v); o.keep = (int)v; }
         else if (ARG("--sample-every")) { rc = num(f, x, 0, 1e9, &v); o.sample_every = (int)v; }
         else if (ARG("--sample-size")) { rc = num(f, x, 16, 8192, &v); o.sample_size = (int)v; }
+        else if (ARG("--sample-steps")) { rc = num(f, x, 1, 1000, &v); o.sample_steps = (int)v; }
+        else if (ARG("--sample-cfg")) { rc = num(f, x, -100, 100, &v); o.sample_guidance = (float)(v - 1); }
+        else if (ARG("--turbo-model")) STR(turbo_model);
         else if (ARG("--sample-seed")) { rc = num(f, x, 0, 2e9, &v); o.sample_seed = (int)v; }
         else if (ARG("--sample-prompt")) {
             if (o.nprompts == ZL_TRAIN_MAX_PROMPTS) rc = zl_err("at most %d sample prompts", ZL_TRAIN_MAX_PROMPTS);

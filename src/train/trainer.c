@@ -59,7 +59,7 @@ void zl_train_default_opts(zl_train_opts *o) {
 
 void zl_train_opts_free(zl_train_opts *o) {
     free(o->model); free(o->data); free(o->out); free(o->adapter); free(o->name); free(o->trigger);
-    free(o->default_caption); free(o->cache); free(o->negative); free(o->teacher); free(o->teacher_lora);
+    free(o->default_caption); free(o->cache); free(o->negative); free(o->teacher); free(o->teacher_lora); free(o->turbo_model);
     for (int i = 0; i < o->nprompts; i++) free(o->prompts[i]);
     memset(o, 0, sizeof *o);
 }
@@ -84,7 +84,8 @@ char *zl_train_opts_json(const zl_train_opts *o) {
 #define S(k) if (o->k) cJSON_AddStringToObject(j, #k, o->k)
 #define N(k) cJSON_AddNumberToObject(j, #k, (double)o->k)
     S(model); S(data); S(out); S(adapter); S(name); S(trigger); S(default_caption); S(cache); S(negative);
-    S(teacher); S(teacher_lora);
+    S(teacher); S(teacher_lora); S(turbo_model);
+    N(sample_steps); N(sample_guidance);
     N(full); N(distill_steps); N(teacher_substeps); N(teacher_guidance);
     cJSON_AddStringToObject(j, "route", zl_route_name(o->route));
     N(rank); N(targets); N(gaussian_init); N(alpha); N(lr); N(min_lr); N(weight_decay); N(max_grad_norm); N(beta1); N(beta2);
@@ -117,7 +118,8 @@ int zl_train_opts_from_json(const char *json, zl_train_opts *o) {
 #define NI(k) if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, #k))) o->k = it->valueint
 #define NF(k) if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, #k))) o->k = (float)it->valuedouble
     S(model); S(data); S(out); S(adapter); S(name); S(trigger); S(default_caption); S(cache); S(negative);
-    S(teacher); S(teacher_lora);
+    S(teacher); S(teacher_lora); S(turbo_model);
+    NI(sample_steps); NF(sample_guidance);
     NI(full); NI(distill_steps); NI(teacher_substeps); NF(teacher_guidance);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "route"))) rc |= zl_route_parse(it->valuestring, &o->route);
     NI(rank); NI(targets); NI(gaussian_init); NF(alpha); NF(lr); NF(min_lr); NF(weight_decay); NF(max_grad_norm); NF(beta1); NF(beta2);
@@ -376,49 +378,72 @@ static int load_checkpoint(run_t *r) {
 }
 
 /* validation samples at the route's settings; the adapter (if any) is switched off meanwhile */
+/* The validation images of one model at one setting: prompt i with seed sample_seed + i. */
+static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double shift, const char *tag, const char *dir) {
+    zl_train_opts *o = r->o;
+    int f = zl_vae_factor(r->vae), h = o->sample_size / f, w = h, rc = 0;
+    size_t n = (size_t)m->cfg.in_channels * (size_t)h * (size_t)w;
+    float *x = zl_try_malloc(sizeof(float) * n);
+    uint8_t *rgb = zl_try_malloc((size_t)o->sample_size * (size_t)o->sample_size * 3);
+    if (!x || !rgb) rc = -1;
+    for (int i = 0; i < o->nprompts && rc == 0; i++) {
+        zl_gen_params gp;
+        zl_gen_default_params(&gp);
+        gp.steps = vs->steps;
+        gp.guidance = vs->cfg_on ? vs->guidance : 0.0f;
+        gp.shift = shift;
+        zl_torch_randn(o->sample_seed + (uint64_t)i, x, n);
+        rc = zl_gen_sample(m, &gp, &r->feats[r->prompt_text[i]], &r->feats[r->neg_text], x, h, w, NULL, NULL);
+        if (rc == 0) rc = zl_gen_decode(r->vae, x, h, w, 0, rgb);
+        if (rc == 0) {
+            char *path = zl_xasprintf("%s/%s_%s_p%02d.png", dir, tag, vs->label, i);
+            char *par = zl_xasprintf("%s\nSteps: %d, Sampler: Euler, CFG scale: %g, Seed: %d, Size: %dx%d, Shift: %g, Training step: %d, Route: %s",
+                                     o->prompts[i], gp.steps, (double)gp.guidance + 1, o->sample_seed + i, o->sample_size, o->sample_size,
+                                     gp.shift, r->step, zl_route_name(o->route));
+            const char *keys[1] = {"parameters"}, *vals[1] = {par};
+            uint8_t *png = NULL;
+            size_t np = 0;
+            rc = zl_png_encode_rgb8(rgb, o->sample_size, o->sample_size, keys, vals, 1, &png, &np);
+            if (rc == 0) { const void *parts[1] = {png}; rc = zl_write_atomic(path, parts, &np, 1); }
+            free(png); free(par); free(path);
+        }
+    }
+    free(x);
+    free(rgb);
+    return rc;
+}
+
+/* Validation samples at the route's settings (the adapter, if any, switched off meanwhile); with
+ * --turbo-model, the LoRA on Turbo at 8 steps too (loaded for the occasion, as runtime branches on the
+ * same factors). */
 static int sample_all(run_t *r, const char *tag) {
     zl_train_opts *o = r->o;
     if (!o->nprompts || !r->vae) return 0;
     zl_val_setting vs[2];
     int nv = 0;
-    if (o->route == ZL_ROUTE_BASE) vs[nv++] = (zl_val_setting){30, 1, 3.0f, "base30"};
+    if (o->sample_steps > 0) vs[nv++] = (zl_val_setting){o->sample_steps, o->sample_guidance != 0.0f, o->sample_guidance, "custom"};
+    else if (o->route == ZL_ROUTE_BASE) vs[nv++] = (zl_val_setting){30, 1, 3.0f, "base30"};
     else vs[nv++] = (zl_val_setting){8, 0, 0.0f, "turbo8"};
-    if (o->route == ZL_ROUTE_TURBO_DIRECT) vs[nv++] = (zl_val_setting){30, 1, 1.0f, "30steps"};
-    if (r->adapter) zl_zimage_lora_set_strength(r->m, r->adapter, 0.0f);
-    int f = zl_vae_factor(r->vae), h = o->sample_size / f, w = h, rc = 0;
-    size_t n = (size_t)r->m->cfg.in_channels * (size_t)h * (size_t)w;
-    float *x = zl_try_malloc(sizeof(float) * n);
-    uint8_t *rgb = zl_try_malloc((size_t)o->sample_size * (size_t)o->sample_size * 3);
-    if (!x || !rgb) rc = -1;
+    if (o->route == ZL_ROUTE_TURBO_DIRECT && o->sample_steps <= 0) vs[nv++] = (zl_val_setting){30, 1, 1.0f, "30steps"};
     char *dir = zl_xasprintf("%s/samples", o->out);
-    if (rc == 0) rc = mkdir_p(dir);
-    for (int v = 0; v < nv && rc == 0; v++)
-        for (int i = 0; i < o->nprompts && rc == 0; i++) {
-            zl_gen_params gp;
-            zl_gen_default_params(&gp);
-            gp.steps = vs[v].steps;
-            gp.guidance = vs[v].cfg_on ? vs[v].guidance : 0.0f;
-            gp.shift = r->mp.shift;
-            zl_torch_randn(o->sample_seed + (uint64_t)i, x, n);
-            rc = zl_gen_sample(r->m, &gp, &r->feats[r->prompt_text[i]], &r->feats[r->neg_text], x, h, w, NULL, NULL);
-            if (rc == 0) rc = zl_gen_decode(r->vae, x, h, w, 0, rgb);
-            if (rc == 0) {
-                char *path = zl_xasprintf("%s/%s_%s_p%02d.png", dir, tag, vs[v].label, i);
-                char *par = zl_xasprintf("%s\nSteps: %d, Sampler: Euler, CFG scale: %g, Seed: %d, Size: %dx%d, Shift: %g, Training step: %d, Route: %s",
-                                         o->prompts[i], gp.steps, (double)gp.guidance + 1, o->sample_seed + i, o->sample_size, o->sample_size,
-                                         gp.shift, r->step, zl_route_name(o->route));
-                const char *keys[1] = {"parameters"}, *vals[1] = {par};
-                uint8_t *png = NULL;
-                size_t np = 0;
-                rc = zl_png_encode_rgb8(rgb, o->sample_size, o->sample_size, keys, vals, 1, &png, &np);
-                if (rc == 0) { const void *parts[1] = {png}; rc = zl_write_atomic(path, parts, &np, 1); }
-                free(png); free(par); free(path);
-            }
-        }
+    int rc = mkdir_p(dir);
+    if (r->adapter) zl_zimage_lora_set_strength(r->m, r->adapter, 0.0f);
+    for (int v = 0; v < nv && rc == 0; v++) rc = sample_with(r, r->m, &vs[v], r->mp.shift, tag, dir);
     if (r->adapter) zl_zimage_lora_set_strength(r->m, r->adapter, 1.0f);
+    if (rc == 0 && o->turbo_model && r->lora) {
+        zl_model_parts tp;
+        zl_zimage *t = NULL;
+        float one = 1.0f;
+        rc = zl_model_parts_resolve(o->turbo_model, NULL, NULL, NULL, NULL, &tp);
+        if (rc == 0 && !tp.dit) rc = zl_err("--turbo-model %s: no transformer/", o->turbo_model);
+        if (rc == 0) rc = zl_zimage_load(tp.dit, NULL, &t);
+        if (rc == 0) rc = zl_zimage_apply_loras(t, &r->lora, &one, 1, 0, 0, NULL);
+        zl_val_setting tv = {8, 0, 0.0f, "on-turbo8"};
+        if (rc == 0) rc = sample_with(r, t, &tv, tp.shift, tag, dir);
+        zl_zimage_free(t);
+        zl_model_parts_free(&tp);
+    }
     free(dir);
-    free(x);
-    free(rgb);
     return rc;
 }
 

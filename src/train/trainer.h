@@ -63,6 +63,9 @@ typedef struct {
     int nprompts;
     int sample_size;          /* validation image side (default: the resolution) */
     int sample_seed;          /* prompt i uses seed sample_seed + i */
+    int sample_steps;         /* > 0: sample at these steps ... */
+    float sample_guidance;    /* ... and this guidance (diffusers form) instead of the route's settings */
+    char *turbo_model;        /* base route: also sample the LoRA on this Turbo model at 8 steps */
     char *negative;
 } zl_train_opts;
 
