@@ -26,6 +26,7 @@ TEST(lora_init_targets_and_init) {
             for (int k = 0; k < 4 * m->in; k++) { double v = m->p[ZL_P_DOWN].data[k]; s += v; s2 += v * v; amax = fmax(amax, fabs(v)); cnt++; }
             CHECK(amax <= 1.0 / sqrt((double)m->in) + 1e-7);
             CHECK_NEAR(sqrt(s2 / cnt), 1.0 / sqrt(3.0 * m->in), 0.05 / sqrt((double)m->in)); /* U(−b, b): std b/√3 */
+            CHECK(fabs(s / cnt) < 0.05 / sqrt((double)m->in));                                 /* mean 0 */
         }
         CHECK_NEAR(zl_lora_module_scale(m), 1.0, 0); /* alpha = rank */
     }
