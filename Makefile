@@ -11,7 +11,7 @@ LDLIBS  = -lcjson -lpcre2-8 -lutf8proc -lpng -ljpeg -lwebp -llapacke -lopenblas 
 
 LIB_SRC  = $(sort $(filter-out src/cli/main.c,$(wildcard src/*/*.c)))
 CLI_SRC  = src/cli/main.c
-TEST_SRC = $(sort $(wildcard tests/test_*.c))
+TEST_SRC = $(sort $(wildcard tests/test_*.c)) tests/tiny_model.c
 HDRS     = $(wildcard src/*/*.h) tests/test.h
 
 BUILD ?= build

@@ -56,4 +56,10 @@ double zl_test_golden_rel_l2(const float *y, const char *path, const char *tenso
 /* Runs a shell command, capturing stdout into *out (malloc'd, may be NULL) and returning the exit code. */
 int zl_test_run(const char *cmd, char **out);
 
+/* End-to-end model folders (tests/tiny_model.c): a diffusers-layout Z-Image folder at dir made of the tiny
+ * test models (DiT, Qwen3 and VAE tiny_a, the tokenizer cut to 1000 ids) with the given scheduler shift;
+ * and one such folder in the scratch directory, made once (NULL on failure). */
+int zl_test_make_tiny_model(const char *dir, double shift);
+const char *zl_test_tiny_model(void);
+
 #endif

@@ -1,8 +1,8 @@
 /* test_generate.c — sampling and `zlora generate`: the sigma schedule against the spec's numbers, the
  * noise bit for bit against Debian's torch (tests/data/gen/noise.safetensors), the samplers against a
  * numpy implementation (tests/ref/sample_ref.py → sampler.json), guidance, and end-to-end runs on a tiny
- * model folder assembled from the test models (DiT tiny_a, Qwen3 tiny_a, VAE tiny_a, the real tokenizer
- * cut to 1000 ids): determinism, LoRA strength 0 and ±s, presets, PNG metadata and --from, refusals. */
+ * model folder assembled from the test models (tests/tiny_model.c): determinism, LoRA strength 0 and ±s,
+ * presets, PNG metadata and --from, refusals. */
 #include "test.h"
 #include "base/base.h"
 #include "gen/generate.h"
@@ -163,43 +163,11 @@ TEST(gen_cfg_forms) {
 
 /* ---- end to end on a tiny model folder ----------------------------------------------------------- */
 
-static const char *tiny_model(void) {
-    static char dir[600];
-    if (dir[0]) return dir;
-    char cwd[PATH_MAX], p[1200], t[PATH_MAX + 200];
-    if (!getcwd(cwd, sizeof cwd)) return NULL;
-    snprintf(dir, sizeof dir, "%s/tiny_model", zl_test_dir());
-    snprintf(p, sizeof p, "%s/scheduler", dir);
-    char cmd[2400];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s", p);
-    if (system(cmd)) return NULL;
-    const char *links[4][2] = {{"transformer", "tests/data/zimage/tiny_a/diffusers/transformer"},
-                               {"text_encoder", "tests/data/qwen3/tiny_a/text_encoder"},
-                               {"tokenizer", "tests/data/tokenizer/tiny"},
-                               {"vae", "tests/data/vae/tiny_a/diffusers/vae"}};
-    for (int i = 0; i < 4; i++) {
-        snprintf(p, sizeof p, "%s/%s", dir, links[i][0]);
-        snprintf(t, sizeof t, "%s/%s", cwd, links[i][1]);
-        if (symlink(t, p)) return NULL;
-    }
-    snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return NULL;
-    fputs("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", \"num_train_timesteps\": 1000, \"use_dynamic_shifting\": false, \"shift\": 3.0}\n", f);
-    fclose(f);
-    snprintf(p, sizeof p, "%s/model_index.json", dir);
-    f = fopen(p, "w");
-    if (!f) return NULL;
-    fputs("{\"_class_name\": \"ZImagePipeline\", \"_diffusers_version\": \"0.36.0.dev0\"}\n", f);
-    fclose(f);
-    return dir;
-}
-
 /* Runs `zlora generate --model <tiny> -W 24 -H 16 --no-cache <args> -o <dir>/<name>`; exit code. */
 static int gen(const char *name, const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s -q generate --model %s -p 'a red cube on a blue floor' -W 24 -H 16 --no-cache %s -o %s/%s 2>&1",
-             zl_test_bin(), tiny_model(), args, zl_test_dir(), name);
+             zl_test_bin(), zl_test_tiny_model(), args, zl_test_dir(), name);
     return zl_test_run(cmd, NULL);
 }
 
@@ -236,7 +204,7 @@ static int same_file(const char *a, const char *b) {
 }
 
 TEST(gen_tiny_model_deterministic) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     CHECK(gen("a1.png", "--seed 7") == 0);
     CHECK(gen("a2.png", "--seed 7") == 0);
     CHECK(same_file("a1.png", "a2.png"));
@@ -253,7 +221,7 @@ TEST(gen_tiny_model_deterministic) {
 }
 
 TEST(gen_tiny_model_presets_and_samplers) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     CHECK(gen("turbo.png", "--seed 3") == 0);
     CHECK(gen("base.png", "--seed 3 --preset base --steps 8") == 0);
     CHECK(max_diff("turbo.png", "base.png") > 0);
@@ -271,7 +239,7 @@ TEST(gen_tiny_model_presets_and_samplers) {
 }
 
 TEST(gen_tiny_model_lora_strengths) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     const char *lora = "tests/data/zimage/tiny_a/lora/lora_peft.safetensors";
     char args[600];
     CHECK(gen("nolora.png", "--seed 5") == 0);
@@ -297,13 +265,13 @@ TEST(gen_tiny_model_lora_strengths) {
     snprintf(cmd, sizeof cmd, "mkdir -p %s/sl && %s -q debug sample-loras %s/sl", zl_test_dir(), zl_test_bin(), zl_test_dir());
     CHECK(zl_test_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd, "%s generate --model %s -p x -W 16 -H 16 --no-cache --lora %s/sl/flux_lora.safetensors -o %s/bad.png 2>&1",
-             zl_test_bin(), tiny_model(), zl_test_dir(), zl_test_dir());
+             zl_test_bin(), zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
     CHECK(zl_test_run(cmd, &out) != 0 && out && strstr(out, "flux1"));
     free(out);
 }
 
 TEST(gen_png_metadata_roundtrip) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     const char *lora = "tests/data/zimage/tiny_a/lora/lora_kohya.safetensors";
     char args[600];
     snprintf(args, sizeof args, "--seed 11 --preset base --steps 3 -n 'low quality' --sampler res_multistep --lora %s:0.7", lora);
@@ -340,31 +308,31 @@ TEST(gen_png_metadata_roundtrip) {
 }
 
 TEST(gen_feature_cache) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     char cmd[2000], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s generate --model %s -p 'cached prompt' -W 16 -H 16 --seed 1 --cache %s/tecache -o %s/c1.png 2>&1",
-             zl_test_bin(), tiny_model(), zl_test_dir(), zl_test_dir());
+             zl_test_bin(), zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
     CHECK(zl_test_run(cmd, &out) == 0 && out && strstr(out, "text encoder:"));
     free(out);
     out = NULL;
     snprintf(cmd, sizeof cmd, "%s generate --model %s -p 'cached prompt' -W 16 -H 16 --seed 1 --cache %s/tecache -o %s/c2.png 2>&1",
-             zl_test_bin(), tiny_model(), zl_test_dir(), zl_test_dir());
+             zl_test_bin(), zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
     CHECK(zl_test_run(cmd, &out) == 0 && out && strstr(out, "not loaded") && !strstr(out, "text encoder:"));
     free(out);
     CHECK(same_file("c1.png", "c2.png"));
 }
 
 TEST(gen_refusals) {
-    CHECK(tiny_model());
+    CHECK(zl_test_tiny_model());
     char cmd[2000], *out = NULL;
     /* a size that is not a multiple of factor × patch (here 2 × 2) names the nearest valid sizes */
-    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x -W 30 -H 16 --no-cache -o %s/x.png 2>&1", zl_test_bin(), tiny_model(), zl_test_dir());
+    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x -W 30 -H 16 --no-cache -o %s/x.png 2>&1", zl_test_bin(), zl_test_tiny_model(), zl_test_dir());
     CHECK(zl_test_run(cmd, &out) != 0 && out && strstr(out, "multiples of 4") && strstr(out, "28x16 or 32x16"));
     free(out);
     out = NULL;
     /* a DiT whose caption width does not match the encoder (tiny_b DiT, cap 96 vs 64) */
     snprintf(cmd, sizeof cmd, "%s generate --model %s --dit tests/data/zimage/tiny_b/diffusers_single.safetensors -p x -W 16 -H 16 --no-cache -o %s/x.png 2>&1",
-             zl_test_bin(), tiny_model(), zl_test_dir());
+             zl_test_bin(), zl_test_tiny_model(), zl_test_dir());
     CHECK(zl_test_run(cmd, &out) != 0 && out && strstr(out, "cap_feat_dim"));
     free(out);
     out = NULL;
@@ -378,11 +346,11 @@ TEST(gen_refusals) {
     free(out);
     out = NULL;
     /* no prompt; bad numbers; a pattern that is not %d */
-    snprintf(cmd, sizeof cmd, "%s generate --model %s --no-cache 2>&1", zl_test_bin(), tiny_model());
+    snprintf(cmd, sizeof cmd, "%s generate --model %s --no-cache 2>&1", zl_test_bin(), zl_test_tiny_model());
     CHECK(zl_test_run(cmd, NULL) != 0);
-    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x --steps 0 --no-cache 2>&1", zl_test_bin(), tiny_model());
+    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x --steps 0 --no-cache 2>&1", zl_test_bin(), zl_test_tiny_model());
     CHECK(zl_test_run(cmd, NULL) != 0);
-    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x --batch 2 -o '%s/%%s.png' --no-cache 2>&1", zl_test_bin(), tiny_model(), zl_test_dir());
+    snprintf(cmd, sizeof cmd, "%s generate --model %s -p x --batch 2 -o '%s/%%s.png' --no-cache 2>&1", zl_test_bin(), zl_test_tiny_model(), zl_test_dir());
     CHECK(zl_test_run(cmd, NULL) != 0);
     snprintf(cmd, sizeof cmd, "%s generate --from %s/nonexistent.png 2>&1", zl_test_bin(), zl_test_dir());
     CHECK(zl_test_run(cmd, NULL) != 0);
