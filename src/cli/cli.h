@@ -10,6 +10,7 @@ int zl_cmd_debug(int argc, char **argv);
 int zl_cmd_bench(int argc, char **argv);
 int zl_cmd_convert_model(int argc, char **argv);
 int zl_cmd_score(int argc, char **argv);
+int zl_cmd_compare(int argc, char **argv);
 /* Prints "error: <zl_last_error()>" and returns exit code 1. */
 int zl_cli_fail(void);
 /* Splits "path[:strength]" (the last ':' followed by a number); strength 1 when absent. */
