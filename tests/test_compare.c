@@ -365,11 +365,12 @@ TEST(compare_turbo_check_end_to_end) {
     free(gen);
     /* the numbers are what `zlora score` says about the files */
     const cJSON *c6 = cJSON_GetArrayItem(cells, 6); /* config 2, prompt 2, seed 5 */
-    snprintf(cmd, sizeof cmd, "cd %s/tc && %s/%s score %s --reference %s --json", zl_test_dir(), getcwd((char[4096]){0}, 4096), zl_test_bin(),
-             cJSON_GetObjectItem(c6, "file")->valuestring, cJSON_GetObjectItem(c6, "baseline_file")->valuestring);
+    char cwd[2048];
+    CHECK(getcwd(cwd, sizeof cwd));
+    snprintf(cmd, sizeof cmd, "cd %s/tc && %s%s%s score %s --reference %s --json", zl_test_dir(), zl_test_bin()[0] == '/' ? "" : cwd,
+             zl_test_bin()[0] == '/' ? "" : "/", zl_test_bin(), cJSON_GetObjectItem(c6, "file")->valuestring,
+             cJSON_GetObjectItem(c6, "baseline_file")->valuestring);
     out = NULL;
-    if (zl_test_bin()[0] == '/') snprintf(cmd, sizeof cmd, "cd %s/tc && %s score %s --reference %s --json", zl_test_dir(), zl_test_bin(),
-                                          cJSON_GetObjectItem(c6, "file")->valuestring, cJSON_GetObjectItem(c6, "baseline_file")->valuestring);
     CHECK(zl_test_run(cmd, &out) == 0 && out);
     cJSON *sc = cJSON_Parse(out);
     free(out);
@@ -398,4 +399,211 @@ TEST(compare_turbo_check_end_to_end) {
     int br = chromium_loads_all_images("tc", nimg);
     if (br < 0) fprintf(stderr, "\n  skipped the browser check: chromium is not installed (apt-get install chromium) ");
     else CHECK(br == 1);
+}
+
+static const cJSON *config_named(const cJSON *j, const char *name) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "configs")) if (!strcmp(cJSON_GetObjectItem(c, "name")->valuestring, name)) return c;
+    return NULL;
+}
+
+static int has_flag(const cJSON *cfg, const char *flag) {
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "summary"), "flags")) if (!strcmp(f->valuestring, flag)) return 1;
+    return 0;
+}
+
+TEST(compare_strength_zero_changes_nothing) {
+    CHECK(zl_test_tiny_model() && prompts_file());
+    char *out = NULL;
+    CHECK_MSG(compare("st", "--experiment strength --strengths 0,1 --lora " LORA_A " --seeds 3", &out) == 0, "%s", out ? out : "");
+    free(out);
+    cJSON *j = load_json("st", "metrics.json");
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "cells")) == 3 * 2 * 1);
+    const cJSON *c;
+    int zero = 0, one = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "cells")) {
+        const char *cfg = cJSON_GetObjectItem(c, "config")->valuestring;
+        if (!strcmp(cfg, "strength 0")) {
+            CHECK(cJSON_GetObjectItem(c, "difference")->valuedouble == 0 && cJSON_GetObjectItem(c, "ssim")->valuedouble == 1);
+            zero++;
+        } else if (!strcmp(cfg, "strength 1")) {
+            CHECK(cJSON_GetObjectItem(c, "difference")->valuedouble > 0);
+            one++;
+        }
+    }
+    CHECK(zero == 2 && one == 2);
+    /* strength 0 does nothing, which is what not_learning says; without a trigger word bleeding is not judged */
+    CHECK(has_flag(config_named(j, "strength 0"), "not_learning") && !has_flag(config_named(j, "strength 1"), "not_learning"));
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(j, "trigger")));
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(config_named(j, "strength 1"), "summary"), "effect_other")));
+    CHECK(csv_agrees("st", j));
+    cJSON_Delete(j);
+}
+
+/* a copy of a LoRA file with a trigger phrase in its metadata */
+static char *lora_with_trigger(const char *src, const char *trigger) {
+    zl_st *st;
+    if (zl_st_open(src, &st)) return NULL;
+    zl_st_writer *w = zl_stw_new();
+    for (int i = 0; i < zl_st_count(st); i++) {
+        const zl_tensor_info *t = zl_st_tensor(st, i);
+        zl_stw_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    zl_stw_meta(w, "modelspec.trigger_phrase", trigger);
+    char *path = path_in_tmp("trigger_lora.safetensors");
+    int rc = zl_stw_write(w, path);
+    zl_stw_free(w);
+    zl_st_close(st);
+    if (rc) { free(path); return NULL; }
+    return path;
+}
+
+TEST(compare_base_vs_turbo_and_routes) {
+    CHECK(zl_test_tiny_model() && prompts_file());
+    /* a second model folder (same parts, Base's shift 6): one encoder load for both, one DiT load each */
+    char *base = path_in_tmp("tiny_base");
+    CHECK(zl_test_make_tiny_model(base, 6.0) == 0);
+    char *tl = lora_with_trigger(LORA_A, "sks");
+    CHECK(tl);
+    char args[2048], *out = NULL;
+    snprintf(args, sizeof args, "--experiment base-vs-turbo --base-model %s --lora %s --patch " LORA_B " --seeds 4", base, tl);
+    CHECK_MSG(compare("bt", args, &out) == 0, "%s", out ? out : "");
+    CHECK(count_occurrences(out, "text encoder:") == 1 && count_occurrences(out, "transformer:") == 2);
+    CHECK(strstr(out, "trigger: \"sks\" (from"));
+    free(out);
+    cJSON *j = load_json("bt", "metrics.json");
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "configs")) == 5 && cJSON_GetArraySize(cJSON_GetObjectItem(j, "models")) == 2);
+    CHECK(!strcmp(cJSON_GetObjectItem(j, "trigger")->valuestring, "sks"));
+    const cJSON *bl = config_named(j, "Base + LoRA (3 steps CFG 4)"), *tl8 = config_named(j, "Turbo + LoRA (2 steps)");
+    CHECK(bl && tl8);
+    CHECK(cJSON_GetObjectItem(bl, "shift")->valuedouble == 6 && cJSON_GetObjectItem(tl8, "shift")->valuedouble == 3);
+    CHECK(!strcmp(cJSON_GetObjectItem(bl, "baseline")->valuestring, "Base, no LoRA (3 steps CFG 4)"));
+    CHECK(!strcmp(cJSON_GetObjectItem(tl8, "baseline")->valuestring, "Turbo, no LoRA (2 steps)"));
+    const cJSON *sb = cJSON_GetObjectItem(bl, "summary"), *st = cJSON_GetObjectItem(tl8, "summary");
+    /* retention = trigger-prompt effect on Turbo / on Base; the one trigger prompt is prompt 2 */
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItem(st, "retention")));
+    CHECK_NEAR(cJSON_GetObjectItem(st, "retention")->valuedouble,
+               cJSON_GetObjectItem(st, "effect_trigger")->valuedouble / cJSON_GetObjectItem(sb, "effect_trigger")->valuedouble, 1e-12);
+    CHECK(cJSON_IsNumber(cJSON_GetObjectItem(st, "effect_other")));
+    CHECK(csv_agrees("bt", j));
+    cJSON_Delete(j);
+    int nimg;
+    CHECK(report_files_exist("bt", &nimg) && nimg == 2 + 5 * 2);
+    /* routes: each LoRA alone, plus no LoRA */
+    snprintf(args, sizeof args, "--experiment routes --lora " LORA_A " --lora " LORA_B ":0.5 --seeds 1 --grid-cell 0");
+    out = NULL;
+    CHECK_MSG(compare("routes", args, &out) == 0, "%s", out ? out : "");
+    free(out);
+    j = load_json("routes", "metrics.json");
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "configs")) == 3);
+    CHECK(config_named(j, "no LoRA") && config_named(j, "lora_peft") && config_named(j, "lora_kohya:0.5"));
+    CHECK(!strcmp(cJSON_GetObjectItem(config_named(j, "lora_kohya:0.5"), "baseline")->valuestring, "no LoRA"));
+    cJSON_Delete(j);
+    free(base);
+    free(tl);
+}
+
+TEST(compare_config_file) {
+    CHECK(zl_test_tiny_model() && prompts_file());
+    char *base = path_in_tmp("tiny_base6");
+    CHECK(zl_test_make_tiny_model(base, 6.0) == 0);
+    CHECK(write_file("cfg.json",
+                     "[{\"name\": \"plain\"},\n"
+                     " {\"name\": \"mine\", \"loras\": [\"@lora\"]},\n"
+                     " {\"name\": \"mine, half\", \"loras\": [\"@lora:0.5\", {\"path\": \"" LORA_B "\", \"strength\": 0.25}], \"baseline\": \"plain\"},\n"
+                     " {\"name\": \"mine slow\", \"loras\": [\"" LORA_A ":1.5\"], \"steps\": 3, \"cfg\": 2, \"negative\": \"blurry\", \"sampler\": \"res_multistep\", \"baseline\": null},\n"
+                     " {\"name\": \"on base\", \"model\": \"base\", \"preset\": \"base\", \"loras\": [\"@lora\"]}]\n") == 0);
+    char args[2048], *out = NULL;
+    snprintf(args, sizeof args, "--config %s/cfg.json --base-model %s --lora " LORA_A ":1.5 --seeds 2", zl_test_dir(), base);
+    CHECK_MSG(compare("cf", args, &out) == 0, "%s", out ? out : "");
+    free(out);
+    cJSON *j = load_json("cf", "metrics.json");
+    CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "configs")) == 5 && cJSON_GetArraySize(cJSON_GetObjectItem(j, "cells")) == 10);
+    CHECK(!strcmp(cJSON_GetObjectItem(j, "experiment")->valuestring, "cfg.json"));
+    const cJSON *half = config_named(j, "mine, half"), *slow = config_named(j, "mine slow"), *ob = config_named(j, "on base");
+    CHECK(half && slow && ob);
+    const cJSON *ls = cJSON_GetObjectItem(half, "loras");
+    CHECK(cJSON_GetArraySize(ls) == 2 && cJSON_GetObjectItem(cJSON_GetArrayItem(ls, 0), "strength")->valuedouble == 0.75 &&
+          cJSON_GetObjectItem(cJSON_GetArrayItem(ls, 1), "strength")->valuedouble == 0.25);
+    CHECK(cJSON_GetObjectItem(slow, "steps")->valueint == 3 && cJSON_GetObjectItem(slow, "cfg")->valuedouble == 2 &&
+          !strcmp(cJSON_GetObjectItem(slow, "negative")->valuestring, "blurry") && cJSON_IsNull(cJSON_GetObjectItem(slow, "baseline")));
+    CHECK(!strcmp(cJSON_GetObjectItem(slow, "sampler")->valuestring, "res_multistep"));
+    /* the Base configuration: its own model, Base preset, and no no-LoRA configuration on that model to compare with */
+    CHECK(cJSON_GetObjectItem(ob, "steps")->valueint == 3 && cJSON_GetObjectItem(ob, "cfg")->valuedouble == 4 &&
+          cJSON_GetObjectItem(ob, "shift")->valuedouble == 6 && cJSON_IsNull(cJSON_GetObjectItem(ob, "baseline")));
+    CHECK(!strcmp(cJSON_GetObjectItem(config_named(j, "mine"), "baseline")->valuestring, "plain"));
+    cJSON_Delete(j);
+    /* mistakes in the file are named */
+    const char *bad[][2] = {{"[{\"name\": \"a\", \"stpes\": 3}]", "stpes"},
+                            {"[{\"name\": \"a\"}, {\"name\": \"a\"}]", "twice"},
+                            {"[{\"name\": \"a\", \"baseline\": \"nope\"}]", "nope"},
+                            {"[{\"name\": \"a\", \"loras\": [\"@patch\"]}]", "--patch"},
+                            {"{\"name\": \"a\"}", "JSON list"},
+                            {"[{\"name\": \"a\", \"model\": \"base\"}]", "--base-model"},
+                            {"[{\"name\": \"a\"", "not valid JSON"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK(write_file("bad.json", bad[i][0]) == 0);
+        snprintf(args, sizeof args, "--config %s/bad.json --seeds 1", zl_test_dir());
+        out = NULL;
+        CHECK(compare("bad", args, &out) != 0);
+        CHECK_MSG(out && strstr(out, bad[i][1]), "%s: %s", bad[i][0], out ? out : "");
+        free(out);
+    }
+    free(base);
+}
+
+TEST(compare_refusals) {
+    CHECK(zl_test_tiny_model() && prompts_file());
+    char cmd[4096], *out = NULL;
+    /* missing prompts file; a file with no prompts */
+    snprintf(cmd, sizeof cmd, "%s compare --model %s --lora " LORA_A " --prompts %s/none.txt --seeds 1 -o %s/r 2>&1", zl_test_bin(),
+             zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
+    CHECK(zl_test_run(cmd, &out) == 1 && out && strstr(out, "error:") && strstr(out, "none.txt"));
+    free(out);
+    CHECK(write_file("empty.txt", "# nothing\n\n") == 0);
+    snprintf(cmd, sizeof cmd, "%s compare --model %s --lora " LORA_A " --prompts %s/empty.txt --seeds 1 -o %s/r 2>&1", zl_test_bin(),
+             zl_test_tiny_model(), zl_test_dir(), zl_test_dir());
+    out = NULL;
+    CHECK(zl_test_run(cmd, &out) == 1 && out && strstr(out, "no prompts"));
+    free(out);
+    struct { const char *args, *want; } cases[] = {
+        {"--lora " LORA_A " --seeds 1,x", "--seeds"},
+        {"--lora " LORA_A " --seeds 1,1", "twice"},
+        {"--lora " LORA_A " --seeds ''", "--seeds"},
+        {"--experiment base-vs-turbo --lora " LORA_A " --seeds 1", "--base-model"},
+        {"--experiment nope --lora " LORA_A " --seeds 1", "unknown"},
+        {"--seeds 1", "needs a LoRA"},
+        {"--lora " LORA_A " --seeds 1 --thresholds bleed=1", "bleeding"},
+        {"--lora " LORA_A " --seeds 1 --strengths 0,1", "--experiment strength"},
+        {"--lora /nonexistent.safetensors --seeds 1", "nonexistent"},
+        {"--lora " LORA_A " --seeds 1 -W 30", "multiples of 4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        out = NULL;
+        CHECK(compare("r", cases[i].args, &out) != 0);
+        CHECK_MSG(out && strstr(out, cases[i].want), "%s: %s", cases[i].args, out ? out : "");
+        free(out);
+    }
+    /* a LoRA for another model, refused before anything is generated */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/sl && %s -q debug sample-loras %s/sl", zl_test_dir(), zl_test_bin(), zl_test_dir());
+    CHECK(zl_test_run(cmd, NULL) == 0);
+    char args[1024];
+    snprintf(args, sizeof args, "--lora %s/sl/flux_lora.safetensors --seeds 1", zl_test_dir());
+    out = NULL;
+    CHECK(compare("foreign", args, &out) != 0);
+    CHECK_MSG(out && strstr(out, "flux1") && !strstr(out, "text encoder:"), "%s", out ? out : "");
+    free(out);
+    char *cells = zl_xasprintf("%s/foreign/cells", zl_test_dir());
+    CHECK(access(cells, F_OK) != 0);
+    free(cells);
+    /* --help names the experiments; zlora help lists the command */
+    snprintf(cmd, sizeof cmd, "%s compare --help", zl_test_bin());
+    out = NULL;
+    CHECK(zl_test_run(cmd, &out) == 0 && out && strstr(out, "base-vs-turbo") && strstr(out, "--thresholds"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s help", zl_test_bin());
+    out = NULL;
+    CHECK(zl_test_run(cmd, &out) == 0 && out && strstr(out, "compare"));
+    free(out);
 }
