@@ -490,8 +490,10 @@ TEST(compare_base_vs_turbo_and_routes) {
     cJSON_Delete(j);
     int nimg;
     CHECK(report_files_exist("bt", &nimg) && nimg == 2 + 5 * 2);
-    /* routes: each LoRA alone, plus no LoRA */
-    snprintf(args, sizeof args, "--experiment routes --lora " LORA_A " --lora " LORA_B ":0.5 --seeds 1 --grid-cell 0");
+    /* routes: each LoRA alone, plus no LoRA; [trigger] in a prompt becomes the trigger (here a phrase of two parts) */
+    CHECK(write_file("tagged.txt", "[trigger] on a beach\na photo of a cat\na zzq, standing\n") == 0);
+    snprintf(args, sizeof args, "--experiment routes --lora " LORA_A " --lora " LORA_B ":0.5 --seeds 1 --grid-cell 0 "
+                                "--prompts %s/tagged.txt --trigger 'sks, zzq'", zl_test_dir());
     out = NULL;
     CHECK_MSG(compare("routes", args, &out) == 0, "%s", out ? out : "");
     free(out);
@@ -499,6 +501,11 @@ TEST(compare_base_vs_turbo_and_routes) {
     CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "configs")) == 3);
     CHECK(config_named(j, "no LoRA") && config_named(j, "lora_peft") && config_named(j, "lora_kohya:0.5"));
     CHECK(!strcmp(cJSON_GetObjectItem(config_named(j, "lora_kohya:0.5"), "baseline")->valuestring, "no LoRA"));
+    const cJSON *ps = cJSON_GetObjectItem(j, "prompts");
+    CHECK(cJSON_GetArraySize(ps) == 3 && !strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(ps, 0), "text")->valuestring, "sks, zzq on a beach"));
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(ps, 0), "trigger_prompt")) &&
+          cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetArrayItem(ps, 1), "trigger_prompt")) &&
+          cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(ps, 2), "trigger_prompt")));
     cJSON_Delete(j);
     free(base);
     free(tl);
