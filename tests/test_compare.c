@@ -557,6 +557,10 @@ TEST(compare_config_file) {
         CHECK_MSG(out && strstr(out, bad[i][1]), "%s: %s", bad[i][0], out ? out : "");
         free(out);
     }
+    snprintf(args, sizeof args, "--config %s/cfg.json --experiment routes --seeds 1", zl_test_dir());
+    out = NULL;
+    CHECK(compare("bad", args, &out) != 0 && out && strstr(out, "cannot be combined"));
+    free(out);
     free(base);
 }
 

@@ -92,7 +92,7 @@ int zl_cmd_compare(int argc, char **argv) {
     int npaths = 0;
     double strengths[64];
     const char *prompts = NULL, *seeds = NULL, *out = NULL, *cache = NULL, *trigger = NULL;
-    int no_cache = 0, bf16 = 0, have_patch = 0, rc = 0;
+    int no_cache = 0, bf16 = 0, have_patch = 0, have_experiment = 0, rc = 0;
     double v;
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *f = argv[i], *x = i + 1 < argc ? argv[i + 1] : NULL;
@@ -114,7 +114,7 @@ int zl_cmd_compare(int argc, char **argv) {
         } else if (ARG("--prompts")) prompts = x;
         else if (ARG("--seeds")) seeds = x;
         else if (ARG("-o") || ARG("--out")) out = x;
-        else if (ARG("--experiment")) plan.experiment = x;
+        else if (ARG("--experiment")) { plan.experiment = x; have_experiment = 1; }
         else if (ARG("--config")) plan.config_file = x;
         else if (ARG("-W") || ARG("--width")) { rc = parse_num(f, x, 1, 16384, &v); s.width = (int)v; }
         else if (ARG("-H") || ARG("--height")) { rc = parse_num(f, x, 1, 16384, &v); s.height = (int)v; }
@@ -144,11 +144,13 @@ int zl_cmd_compare(int argc, char **argv) {
     plan.loras = loras;
     plan.patch = have_patch ? &patch : NULL;
     plan.strengths = strengths;
-    if (rc == 0 && !plan.model) rc = zl_err("compare: give the model (--model DIR)");
+    if (rc == 0 && !plan.model && !plan.config_file) rc = zl_err("compare: give the model (--model DIR)");
+    if (rc == 0 && plan.config_file && have_experiment)
+        rc = zl_err("--config and --experiment cannot be combined (the file is the experiment)");
     if (rc == 0 && !prompts) rc = zl_err("compare: give the prompts (--prompts FILE, one per line)");
     if (rc == 0 && !seeds) rc = zl_err("compare: give the seeds (--seeds 1,2,3)");
     if (rc == 0 && !out) rc = zl_err("compare: give the output folder (-o DIR)");
-    if (rc == 0 && plan.nstrength && plan.experiment && strcmp(plan.experiment, "strength"))
+    if (rc == 0 && plan.nstrength && (plan.config_file || strcmp(plan.experiment, "strength")))
         rc = zl_err("--strengths is for --experiment strength");
     if (rc == 0) rc = zl_cmp_parse_seeds(seeds, &s.seeds, &s.nseed);
     if (rc == 0) rc = zl_cmp_read_prompts(prompts, &s.prompts, &s.nprompt);

@@ -616,6 +616,7 @@ void zl_cmp_result_free(const zl_cmp_spec *s, zl_cmp_result *r) {
     for (int i = 0; r->grids && i < s->nprompt; i++) free(r->grids[i]);
     free(r->grids);
     free(r->trigger);
+    free(r->trigger_from);
     free(r->model_shift);
     memset(r, 0, sizeof *r);
 }
@@ -673,14 +674,14 @@ int zl_cmp_run(const zl_cmp_spec *s, const char *out_dir, zl_cmp_result *r) {
     if (rc == 0) {
         if (s->trigger && *s->trigger) {
             r->trigger = zl_xstrdup(s->trigger);
-            r->trigger_from = "--trigger";
+            r->trigger_from = zl_xstrdup("--trigger");
         }
         for (int j = 0; j < nl && !r->trigger; j++)
             for (size_t k = 0; k < sizeof trigger_keys / sizeof *trigger_keys && !r->trigger; k++) {
                 const char *v = zl_lora_meta_get(lora[j], trigger_keys[k]);
                 if (v && *v && zl_utf8_valid(v, strlen(v))) {
                     r->trigger = zl_xstrdup(v);
-                    r->trigger_from = lora[j]->path;
+                    r->trigger_from = zl_xstrdup(lora[j]->path);
                 }
             }
         if (r->trigger) zl_info("trigger: \"%s\" (from %s)", r->trigger, r->trigger_from);

@@ -127,7 +127,7 @@ typedef struct {
     char **prompt_text;      /* [nprompt] the prompts used ([trigger] replaced) */
     int *trigger_prompt;     /* [nprompt] 1: contains the trigger (every prompt when there is no trigger) */
     char *trigger;           /* the trigger used, NULL: none */
-    const char *trigger_from;/* "--trigger", or the LoRA file it was read from */
+    char *trigger_from;      /* "--trigger", or the LoRA file it was read from */
     char **grids;            /* [nprompt] file names in the output folder */
     double *model_shift;     /* [nmodel] the scheduler shift of each model */
     double seconds;
