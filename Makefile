@@ -63,12 +63,14 @@ test: deps
 # regenerate every Z-Image golden, LoRA and weight file (needs python3-torch)
 goldens:
 	$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage
+	$(PYTHON) tests/ref/zimage_grad_ref.py --out tests/data/zimage
 	$(PYTHON) tests/ref/qwen3_ref.py --out tests/data/qwen3
 	$(PYTHON) tests/ref/vae_ref.py --out tests/data/vae
 	$(PYTHON) tests/data/images/make_images.py
 	$(PYTHON) tests/ref/sample_ref.py --out tests/data/gen
 	$(PYTHON) tests/ref/make_tiny_tokenizer.py
 	$(PYTHON) tests/ref/score_ref.py
+	$(PYTHON) tests/ref/optim_ref.py
 # recreate the git-ignored tiny-model weight files (numpy only, ~1 s) and check weights.sha256
 zimage-weights:
 	@$(PYTHON) tests/ref/zimage_ref.py --out tests/data/zimage --weights-only

@@ -85,7 +85,7 @@ TEST(ops_linear_f32) {
     zl_rng g = {1};
     int n = 37, in = 70, out = 45;
     float *x = randv(&g, (size_t)n * in, 1), *w = randv(&g, (size_t)out * in, 0.2f), *b = randv(&g, out, 1);
-    zl_linear L = {ZL_F32, w, out, in, b, NULL, 0, NULL};
+    zl_linear L = {ZL_F32, w, out, in, b, NULL, 0, NULL, NULL, NULL};
     double *ref = linear_ref(x, w, b, NULL, 0, NULL, n, in, out);
     char what[128] = "";
     double e = linear_all_modes(&L, x, ref, n, what);
@@ -108,7 +108,7 @@ TEST(ops_linear_bf16) {
         wb[i] = zl_f32_to_bf16(w[i]);
         w[i] = zl_bf16_to_f32(wb[i]); /* the reference sees the same rounded values */
     }
-    zl_linear L = {ZL_BF16, wb, out, in, b, NULL, 0, NULL};
+    zl_linear L = {ZL_BF16, wb, out, in, b, NULL, 0, NULL, NULL, NULL};
     for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
         double *ref = linear_ref(x, w, b, NULL, 0, NULL, ns[k], in, out);
         char what[128] = "";
@@ -119,7 +119,7 @@ TEST(ops_linear_bf16) {
     /* F16 weights go through the same tiles */
     uint16_t *wh = malloc(sizeof(uint16_t) * out * in);
     for (int i = 0; i < out * in; i++) { wh[i] = zl_f32_to_f16(w[i]); w[i] = zl_f16_to_f32(wh[i]); }
-    zl_linear H = {ZL_F16, wh, out, in, NULL, NULL, 0, NULL};
+    zl_linear H = {ZL_F16, wh, out, in, NULL, NULL, 0, NULL, NULL, NULL};
     double *ref = linear_ref(x, w, NULL, NULL, 0, NULL, 37, in, out);
     char what[128] = "";
     double e = linear_all_modes(&H, x, ref, 37, what);
@@ -137,12 +137,12 @@ TEST(ops_linear_branches_delta) {
     zl_branch br[3];
     for (int k = 0; k < 3; k++)
         br[k] = (zl_branch){randv(&g, (size_t)ranks[k] * in, 0.3f), randv(&g, (size_t)out * ranks[k], 0.3f),
-                            ranks[k], scales[k]};
+                            ranks[k], scales[k], NULL, NULL};
     uint16_t *wb = malloc(sizeof(uint16_t) * out * in);
     for (int i = 0; i < out * in; i++) { wb[i] = zl_f32_to_bf16(w[i]); w[i] = zl_bf16_to_f32(wb[i]); }
     double *ref = linear_ref(x, w, b, br, 3, delta, n, in, out);
     char what[128] = "";
-    zl_linear L = {ZL_F32, w, out, in, b, br, 3, delta};
+    zl_linear L = {ZL_F32, w, out, in, b, br, 3, delta, NULL, NULL};
     double e = linear_all_modes(&L, x, ref, n, what);
     CHECK_MSG(e < 5e-6, "f32: %g (%s)", e, what);
     L.dtype = ZL_BF16;
@@ -172,7 +172,7 @@ static double bf16_gemm_case(zl_rng *g, int n, int in, int out, int adapters, in
     zl_branch br[2];
     for (int k = 0; k < 2; k++)
         br[k] = (zl_branch){randv(g, (size_t)ranks[k] * in, 0.3f), randv(g, (size_t)out * ranks[k], 0.3f), ranks[k],
-                            scales[k]};
+                            scales[k], NULL, NULL};
     int nbr = adapters ? 2 : 0;
     double *ref = linear_ref(xr, w, b, NULL, 0, NULL, n, in, out);
     double *exact = linear_ref(x, w, b, NULL, 0, NULL, n, in, out);
@@ -181,7 +181,7 @@ static double bf16_gemm_case(zl_rng *g, int n, int in, int out, int adapters, in
         for (size_t i = 0; i < (size_t)n * out; i++) { ref[i] += ad[i]; exact[i] += ad[i]; }
         free(ad);
     }
-    zl_linear L = {ZL_BF16, wb, out, in, b, br, nbr, delta};
+    zl_linear L = {ZL_BF16, wb, out, in, b, br, nbr, delta, NULL, NULL};
     float *y = malloc(sizeof(float) * (size_t)n * out);
     double worst = 0;
     zl_ops_set_bf16_gemm(1);

@@ -3,6 +3,8 @@
 #define ZL_CLI_H
 int zl_cmd_lora(int argc, char **argv);
 int zl_cmd_generate(int argc, char **argv);
+int zl_cmd_train(int argc, char **argv);
+int zl_cmd_debug_dit_grad(int argc, char **argv); /* in cmd_train.c */
 int zl_cmd_debug_noise(int argc, char **argv);  /* in cmd_generate.c */
 int zl_cmd_debug_sigmas(int argc, char **argv);
 int zl_cmd_info(int argc, char **argv);
@@ -11,6 +13,10 @@ int zl_cmd_bench(int argc, char **argv);
 int zl_cmd_convert_model(int argc, char **argv);
 int zl_cmd_score(int argc, char **argv);
 int zl_cmd_compare(int argc, char **argv);
+/* --threads N given before the command (0: not given). */
+extern int zl_cli_threads;
+/* zl_ops_auto_threads (see nn/ops.h). */
+void zl_cli_auto_threads(int model_width);
 /* Prints "error: <zl_last_error()>" and returns exit code 1. */
 int zl_cli_fail(void);
 /* Splits "path[:strength]" (the last ':' followed by a number); strength 1 when absent. */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "base/base.h"
 #include "cli/cli.h"
+#include "nn/ops.h"
 
 int zl_cli_fail(void) {
     fprintf(stderr, "error: %s\n", zl_last_error());
@@ -24,3 +25,7 @@ void zl_cli_split_strength(const char *arg, char *path, size_t n, float *s) {
     }
     snprintf(path, n, "%s", arg);
 }
+
+int zl_cli_threads = 0;
+
+void zl_cli_auto_threads(int model_width) { zl_ops_auto_threads(model_width); }

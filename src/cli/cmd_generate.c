@@ -277,6 +277,7 @@ int zl_cmd_generate(int argc, char **argv) {
         rc = zl_zimage_load(mp.dit, &o, &m);
         if (rc == 0) zl_info("transformer: %s (%s naming, dim %d, %d layers) loaded in %.1f s", m->path, m->naming, m->cfg.dim, m->cfg.n_layers,
                              zl_now() - t0);
+        if (rc == 0) zl_cli_auto_threads(m->cfg.dim);
     }
     for (int i = 0; i < a.nlora && rc == 0; i++) {
         rc = zl_lora_load(a.lora_path[i], &loras[i]);

@@ -16,6 +16,7 @@
 #include "io/image.h"
 #include "lora/lora.h"
 #include "model/te_cache.h"
+#include "nn/ops.h"
 
 #define MAX_PROMPTS 1000
 #define MAX_SEEDS 1000
@@ -759,6 +760,7 @@ int zl_cmp_run(const zl_cmp_spec *s, const char *out_dir, zl_cmp_result *r) {
         rc = zl_zimage_load(mp[m].dit, NULL, &dit);
         if (rc == 0) zl_info("transformer: %s (%s naming, dim %d, %d layers) loaded in %.1f s", dit->path, dit->naming, dit->cfg.dim,
                              dit->cfg.n_layers, zl_now() - t0);
+        if (rc == 0) zl_ops_auto_threads(dit->cfg.dim); /* small models on one thread, as generate does */
         if (rc == 0) {
             zl_vae_opts vo;
             zl_vae_default_opts(&vo);

@@ -9,10 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-char *zl_te_identity(const char *path) {
+char *zl_weights_identity(const char *path, const char *subdir, const char *label) {
     char p[4200];
-    snprintf(p, sizeof p, "%s/text_encoder", path);
-    if (zl_is_dir(path) && zl_is_dir(p)) path = p;
+    snprintf(p, sizeof p, "%s/%s", path, subdir ? subdir : "");
+    if (subdir && zl_is_dir(path) && zl_is_dir(p)) path = p;
     zl_st *st;
     if (zl_st_open(path, &st)) return NULL;
     uint64_t h = 0;
@@ -27,10 +27,12 @@ char *zl_te_identity(const char *path) {
         h = zl_hash64(t->data, n, h);
         h = zl_hash64((const char *)t->data + t->nbytes - n, n, h);
     }
-    char *id = zl_xasprintf("qwen3:%d-tensors:%016llx", zl_st_count(st), (unsigned long long)h);
+    char *id = zl_xasprintf("%s:%d-tensors:%016llx", label, zl_st_count(st), (unsigned long long)h);
     zl_st_close(st);
     return id;
 }
+
+char *zl_te_identity(const char *path) { return zl_weights_identity(path, "text_encoder", "qwen3"); }
 
 static char *entry_path(const char *dir, const char *identity, const char *prompt) {
     uint64_t h = zl_hash64(identity, strlen(identity) + 1, 0);

@@ -18,6 +18,9 @@
 
 /* Identity string of the text encoder at `path` (file, text_encoder/ folder or model folder). malloc'd. */
 char *zl_te_identity(const char *path);
+/* The same for any checkpoint: `path` a file or folder, or a model folder holding `subdir`; the string
+ * starts with `label`. */
+char *zl_weights_identity(const char *path, const char *subdir, const char *label);
 /* 1 on a hit (outputs malloc'd), 0 on a miss, -1 on error (a corrupt entry is an error naming the file). */
 int zl_te_cache_load(const char *dir, const char *identity, const char *prompt, float **cap, int32_t **ids, int *L,
                      int *hidden);

@@ -1,6 +1,7 @@
 /* zimage.c — the Z-Image transformer: loading, LoRA stacks, forward. See zimage.h.
  * Model code: data movement and calls into nn/ops.h only. */
 #include "zimage.h"
+#include "zimage_internal.h"
 #include "../base/base.h"
 #include "../io/safetensors.h"
 
@@ -458,7 +459,7 @@ static void note_undo(zl_zimage *m, float *vec, int n, zl_linear *lin) {
 static void add_branch(zl_zimage *m, zl_linear *l, const float *down, const float *up, int r, float scale) {
     zl_branch *nb = zl_xmalloc(sizeof(zl_branch) * (size_t)(l->nbranch + 1));
     if (l->nbranch) memcpy(nb, l->branch, sizeof(zl_branch) * (size_t)l->nbranch);
-    nb[l->nbranch] = (zl_branch){down, up, r, scale};
+    nb[l->nbranch] = (zl_branch){down, up, r, scale, NULL, NULL};
     l->branch = own(m, nb); /* the old array stays owned too: small */
     l->nbranch++;
 }
@@ -581,25 +582,88 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
     return rc;
 }
 
-static void clear_adapters(zl_linear *l) {
-    l->branch = NULL;
-    l->nbranch = 0;
-    l->delta = NULL;
+/* Every linear of the model, in a fixed order (top-level first, then noise refiners, context refiners,
+ * layers); returns the count (at most cap). */
+static int all_linears(zl_zimage *m, zl_linear **out, int cap) {
+    int n = 0;
+    zl_linear *top[] = {&m->x_emb, &m->t_mlp0, &m->t_mlp2, &m->cap_emb, &m->final_ada, &m->final_lin};
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++)
+        if (n < cap) out[n++] = top[i];
+    struct { zl_zblock *b; int count; } blks[] = {{m->noise_ref, m->cfg.n_refiner}, {m->ctx_ref, m->cfg.n_refiner},
+                                                  {m->layers, m->cfg.n_layers}};
+    for (size_t k = 0; k < 3; k++)
+        for (int i = 0; i < blks[k].count; i++) {
+            zl_zblock *b = &blks[k].b[i];
+            zl_linear *ls[] = {&b->q, &b->k, &b->v, &b->o, &b->w1, &b->w2, &b->w3, &b->ada};
+            for (size_t j = 0; j < 8; j++)
+                if (n < cap && (j < 7 || b->modulated)) out[n++] = ls[j];
+        }
+    return n;
 }
 
-static void clear_block(zl_zblock *b) {
-    zl_linear *ls[8] = {&b->q, &b->k, &b->v, &b->o, &b->w1, &b->w2, &b->w3, &b->ada};
-    for (int i = 0; i < 8; i++) clear_adapters(ls[i]);
+int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength) {
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), changed = 0;
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    int nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++)
+        for (int j = 0; j < lins[k]->nbranch; j++) {
+            zl_branch *br = (zl_branch *)&lins[k]->branch[j];
+            for (int i = 0; i < l->n; i++) {
+                const zl_lora_module *a = &l->m[i];
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
+                br->scale = strength * zl_lora_module_scale(a);
+                changed++;
+                break;
+            }
+        }
+    free(lins);
+    return changed;
+}
+
+int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
+    if (!l || !g || l->n != g->n) return zl_err("LoRA gradients: the gradient LoRA does not match the LoRA");
+    for (int i = 0; i < l->n; i++) {
+        const zl_lora_module *a = &l->m[i], *b = &g->m[i];
+        if (a->kind != ZL_AD_LORA) continue;
+        for (int p = ZL_P_DOWN; p <= ZL_P_UP; p++)
+            if (!a->p[p].data || !b->p[p].data || a->p[p].ndim != b->p[p].ndim ||
+                memcmp(a->p[p].shape, b->p[p].shape, sizeof a->p[p].shape))
+                return zl_err("LoRA gradients: module %s has another shape in the gradient LoRA", a->key);
+    }
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), nl, attached = 0;
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++)
+        for (int j = 0; j < lins[k]->nbranch; j++) {
+            zl_branch *br = (zl_branch *)&lins[k]->branch[j]; /* the model's own array (add_branch) */
+            for (int i = 0; i < l->n; i++) {
+                const zl_lora_module *a = &l->m[i];
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
+                size_t nup = (size_t)a->p[ZL_P_UP].shape[0] * (size_t)a->rank;
+                if (br->up < a->p[ZL_P_UP].data || br->up >= a->p[ZL_P_UP].data + nup) continue;
+                br->d_down = g->m[i].p[ZL_P_DOWN].data;
+                br->d_up = g->m[i].p[ZL_P_UP].data + (br->up - a->p[ZL_P_UP].data);
+                attached++;
+                break;
+            }
+        }
+    free(lins);
+    return attached;
 }
 
 int zl_zimage_remove_loras(zl_zimage *m) {
     if (m->lora_merged)
         return zl_err("%s: a LoRA was merged into the weights, which cannot be undone exactly (apply LoRAs as runtime branches to remove them)",
                       m->path);
-    zl_linear *top[6] = {&m->x_emb, &m->t_mlp0, &m->t_mlp2, &m->cap_emb, &m->final_ada, &m->final_lin};
-    for (int i = 0; i < 6; i++) clear_adapters(top[i]);
-    for (int i = 0; i < m->cfg.n_refiner; i++) { clear_block(&m->noise_ref[i]); clear_block(&m->ctx_ref[i]); }
-    for (int i = 0; i < m->cfg.n_layers; i++) clear_block(&m->layers[i]);
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers);
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    int nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++) {
+        lins[k]->branch = NULL;
+        lins[k]->nbranch = 0;
+        lins[k]->delta = NULL;
+    }
+    free(lins);
     for (int i = 0; i < m->nundo; i++) {
         struct zl_zundo *u = &m->undo[i];
         if (u->vec) memcpy(u->vec, u->old_vec, sizeof(float) * (size_t)u->n);
@@ -696,15 +760,32 @@ int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, i
 
 static int pad32(int n) { return n + ((32 - n % 32) % 32); }
 
+int zl_zimage_layout_(const zl_zimage_config *c, int H, int W, int L, zl_zimage_layout *g) {
+    int p = c->patch;
+    if (H <= 0 || W <= 0 || H % p || W % p) return zl_err("latent %dx%d: both sides must be positive multiples of %d", H, W, p);
+    if (L < 1) return zl_err("the caption has no tokens");
+    g->Ht = H / p; g->Wt = W / p; g->Ni = g->Ht * g->Wt; g->Np = pad32(g->Ni); g->L = L; g->Lc = pad32(L);
+    g->N = g->Np + g->Lc;
+    if (g->Lc + 1 >= c->axes_lens[0] || g->Ht >= c->axes_lens[1] || g->Wt >= c->axes_lens[2])
+        return zl_err("positions out of range: caption %d (max %d), latent %dx%d tokens (max %dx%d)", L, c->axes_lens[0] - 2,
+                      g->Ht, g->Wt, c->axes_lens[1] - 1, c->axes_lens[2] - 1);
+    return 0;
+}
+
+/* position ids: image (Lc+1, h, w), image pads (0,0,0), caption (1+j, 0, 0) */
+void zl_zimage_rope_table_(const zl_zimage_config *c, const zl_zimage_layout *g, int32_t *ids, float *cs) {
+    memset(ids, 0, sizeof(int32_t) * 3 * (size_t)g->N);
+    for (int i = 0; i < g->Ni; i++) { ids[3 * i] = g->Lc + 1; ids[3 * i + 1] = i / g->Wt; ids[3 * i + 2] = i % g->Wt; }
+    for (int j = 0; j < g->Lc; j++) ids[3 * (g->Np + j)] = 1 + j;
+    zl_rope_table_3axis(cs, ids, g->N, c->axes_dims, c->rope_theta);
+}
+
 int zl_zimage_forward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L, float *out) {
     const zl_zimage_config *c = &m->cfg;
     int p = c->patch, d = c->dim;
-    if (H <= 0 || W <= 0 || H % p || W % p) return zl_err("latent %dx%d: both sides must be positive multiples of %d", H, W, p);
-    if (L < 1) return zl_err("the caption has no tokens");
-    int Ht = H / p, Wt = W / p, Ni = Ht * Wt, Np = pad32(Ni), Lc = pad32(L), N = Np + Lc;
-    if (Lc + 1 >= c->axes_lens[0] || Ht >= c->axes_lens[1] || Wt >= c->axes_lens[2])
-        return zl_err("positions out of range: caption %d (max %d), latent %dx%d tokens (max %dx%d)", L, c->axes_lens[0] - 2,
-                      Ht, Wt, c->axes_lens[1] - 1, c->axes_lens[2] - 1);
+    zl_zimage_layout g;
+    if (zl_zimage_layout_(c, H, W, L, &g)) return -1;
+    int Ni = g.Ni, Np = g.Np, Lc = g.Lc, N = g.N;
     size_t dn = (size_t)N * d;
     scratch s;
     if (scratch_alloc(&s, c, N)) return -1;
@@ -725,11 +806,7 @@ int zl_zimage_forward(zl_zimage *m, const float *x, int H, int W, float t, const
     zl_op_patchify(tok, x, c->in_channels, H, W, p);
     zl_op_linear(u, tok, &m->x_emb, Ni);
     zl_op_fill_rows(u, m->x_pad, Ni, Np, d);
-    /* position ids: image (Lc+1, h, w), image pads (0,0,0), caption (1+j, 0, 0) */
-    memset(ids, 0, sizeof(int32_t) * 3 * (size_t)N);
-    for (int i = 0; i < Ni; i++) { ids[3 * i] = Lc + 1; ids[3 * i + 1] = i / Wt; ids[3 * i + 2] = i % Wt; }
-    for (int j = 0; j < Lc; j++) ids[3 * (Np + j)] = 1 + j;
-    zl_rope_table_3axis(cs, ids, N, c->axes_dims, c->rope_theta);
+    zl_zimage_rope_table_(c, &g, ids, cs);
     for (int i = 0; i < c->n_refiner; i++) block_forward(&m->cfg, &m->noise_ref[i], u, Np, cs, cond, &s);
     /* caption tokens -> u[Np:N] */
     float *ci = u + (size_t)Np * d;
@@ -751,5 +828,140 @@ out:
     free(u); free(tok);
     scratch_free(&s);
     free(capn); free(cs); free(ids);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ full-parameter training and saving */
+
+typedef struct {
+    char name[128];
+    zl_linear *lin;   /* a linear (weight + optional bias) ... */
+    float **vec;      /* ... or a vector slot */
+    float **grad;     /* the vector's gradient slot (block norms), else NULL */
+    int n;            /* vector length */
+    int64_t rows;     /* pad tokens are stored [1, dim] */
+} tensor_slot;
+
+/* Every tensor of the model in diffusers naming (the order of a checkpoint does not matter). */
+static int all_slots(zl_zimage *m, tensor_slot **out) {
+    const zl_zimage_config *c = &m->cfg;
+    int cap = 16 + 14 * (2 * c->n_refiner + c->n_layers), n = 0;
+    tensor_slot *s = zl_xcalloc((size_t)cap, sizeof *s);
+#define LIN(l, ...) do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); s[n++].lin = (l); } while (0)
+#define VEC(v, g, len, ...) do { snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__); s[n].vec = (v); s[n].grad = (g); s[n].n = (len); n++; } while (0)
+    LIN(&m->x_emb, "all_x_embedder.2-1");
+    LIN(&m->t_mlp0, "t_embedder.mlp.0");
+    LIN(&m->t_mlp2, "t_embedder.mlp.2");
+    LIN(&m->cap_emb, "cap_embedder.1");
+    LIN(&m->final_ada, "all_final_layer.2-1.adaLN_modulation.1");
+    LIN(&m->final_lin, "all_final_layer.2-1.linear");
+    VEC(&m->cap_norm, NULL, c->cap_feat_dim, "cap_embedder.0");
+    VEC(&m->x_pad, NULL, c->dim, "x_pad_token"); s[n - 1].rows = 1;
+    VEC(&m->cap_pad, NULL, c->dim, "cap_pad_token"); s[n - 1].rows = 1;
+    struct { const char *p; zl_zblock *b; int count; } blks[] = {
+        {"noise_refiner", m->noise_ref, c->n_refiner}, {"context_refiner", m->ctx_ref, c->n_refiner}, {"layers", m->layers, c->n_layers}};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < blks[k].count; i++) {
+            zl_zblock *b = &blks[k].b[i];
+            const char *p = blks[k].p;
+            LIN(&b->q, "%s.%d.attention.to_q", p, i);
+            LIN(&b->k, "%s.%d.attention.to_k", p, i);
+            LIN(&b->v, "%s.%d.attention.to_v", p, i);
+            LIN(&b->o, "%s.%d.attention.to_out.0", p, i);
+            LIN(&b->w1, "%s.%d.feed_forward.w1", p, i);
+            LIN(&b->w2, "%s.%d.feed_forward.w2", p, i);
+            LIN(&b->w3, "%s.%d.feed_forward.w3", p, i);
+            if (b->modulated) LIN(&b->ada, "%s.%d.adaLN_modulation.0", p, i);
+            VEC(&b->norm_q, &b->grad.norm_q, c->head_dim, "%s.%d.attention.norm_q", p, i);
+            VEC(&b->norm_k, &b->grad.norm_k, c->head_dim, "%s.%d.attention.norm_k", p, i);
+            VEC(&b->attn_norm1, &b->grad.attn_norm1, c->dim, "%s.%d.attention_norm1", p, i);
+            VEC(&b->attn_norm2, &b->grad.attn_norm2, c->dim, "%s.%d.attention_norm2", p, i);
+            VEC(&b->ffn_norm1, &b->grad.ffn_norm1, c->dim, "%s.%d.ffn_norm1", p, i);
+            VEC(&b->ffn_norm2, &b->grad.ffn_norm2, c->dim, "%s.%d.ffn_norm2", p, i);
+        }
+#undef LIN
+#undef VEC
+    *out = s;
+    return n;
+}
+
+int zl_zimage_full_params(zl_zimage *m, zl_param **out) {
+    *out = NULL;
+    tensor_slot *s;
+    int ns = all_slots(m, &s), np = 0;
+    zl_param *p = zl_xcalloc((size_t)2 * ns, sizeof *p);
+    int rc = 0;
+    for (int i = 0; i < ns && rc == 0; i++) {
+        if (s[i].lin) {
+            zl_linear *l = s[i].lin;
+            if (l->nbranch || l->delta) { rc = zl_err("full-parameter training needs a model without LoRA branches (%s has one)", s[i].name); break; }
+            size_t nw = (size_t)l->out * (size_t)l->in;
+            float *w = zl_try_malloc(sizeof(float) * nw), *dw = zl_try_calloc(nw, sizeof(float));
+            if (!w || !dw) { free(w); free(dw); rc = -1; break; }
+            zl_to_f32(w, l->w, l->dtype, nw); /* a writable f32 copy (the file may be mmapped, or bf16) */
+            l->w = own(m, w);
+            l->dtype = ZL_F32;
+            l->dw = own(m, dw);
+            p[np++] = (zl_param){.p = w, .g = dw, .n = nw};
+            snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.weight", s[i].name);
+            if (l->bias) {
+                float *b = zl_xmalloc(sizeof(float) * (size_t)l->out), *db = zl_xcalloc((size_t)l->out, sizeof(float));
+                memcpy(b, l->bias, sizeof(float) * (size_t)l->out);
+                l->bias = own(m, b);
+                l->db = own(m, db);
+                p[np++] = (zl_param){.p = b, .g = db, .n = (size_t)l->out};
+                snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.bias", s[i].name);
+            }
+        } else {
+            float *v = zl_xmalloc(sizeof(float) * (size_t)s[i].n);
+            memcpy(v, *s[i].vec, sizeof(float) * (size_t)s[i].n);
+            *s[i].vec = own(m, v);
+            if (s[i].grad) { /* block norms train; the caption norm and the pad tokens stay frozen */
+                float *g = zl_xcalloc((size_t)s[i].n, sizeof(float));
+                *s[i].grad = own(m, g);
+                p[np++] = (zl_param){.p = v, .g = g, .n = (size_t)s[i].n};
+                snprintf(p[np - 1].name, sizeof p[np - 1].name, "%s.weight", s[i].name);
+            }
+        }
+    }
+    free(s);
+    if (rc) { free(p); return -1; }
+    m->nowned_loaded = m->nowned; /* the trainable copies are the model now: zl_zimage_remove_loras keeps them */
+    *out = p;
+    return np;
+}
+
+int zl_zimage_save(zl_zimage *m, const char *path, zl_dtype dtype) {
+    if (dtype != ZL_F32 && dtype != ZL_BF16) return zl_err("the transformer can be saved as F32 or BF16");
+    tensor_slot *s;
+    int ns = all_slots(m, &s), rc = 0;
+    zl_st_writer *w = zl_stw_new();
+    zl_stw_meta(w, "format", "pt");
+    for (int i = 0; i < ns && rc == 0; i++) {
+        char name[160];
+        if (s[i].lin) {
+            zl_linear *l = s[i].lin;
+            size_t nw = (size_t)l->out * (size_t)l->in;
+            float *f = zl_try_malloc(sizeof(float) * nw);
+            if (!f) { rc = -1; break; }
+            zl_to_f32(f, l->w, l->dtype, nw);
+            int64_t sh[2] = {l->out, l->in};
+            snprintf(name, sizeof name, "%s.weight", s[i].name);
+            rc = zl_stw_add_f32(w, name, 2, sh, f, dtype);
+            free(f);
+            if (rc == 0 && l->bias) {
+                int64_t sb[1] = {l->out};
+                snprintf(name, sizeof name, "%s.bias", s[i].name);
+                rc = zl_stw_add_f32(w, name, 1, sb, l->bias, dtype);
+            }
+        } else {
+            int64_t sh[2] = {s[i].rows ? s[i].rows : s[i].n, s[i].n};
+            snprintf(name, sizeof name, s[i].rows ? "%s" : "%s.weight", s[i].name);
+            rc = zl_stw_add_f32(w, name, s[i].rows ? 2 : 1, s[i].rows ? sh : sh + 1, *s[i].vec, dtype);
+        }
+    }
+    if (rc == 0) rc = zl_stw_write(w, path);
+    zl_stw_free(w);
+    free(s);
     return rc;
 }

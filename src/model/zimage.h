@@ -17,10 +17,16 @@
 #include "../nn/ops.h"
 #include "../lora/lora.h"
 
+/* Gradients of a block's norm weights, accumulated by the backward (+=); each NULL: that weight is frozen. */
+typedef struct {
+    float *norm_q, *norm_k, *attn_norm1, *attn_norm2, *ffn_norm1, *ffn_norm2; /* [head_dim] ×2, [dim] ×4 */
+} zl_zblock_grads;
+
 typedef struct {
     zl_linear q, k, v, o, w1, w2, w3, ada; /* ada: adaLN_modulation.0, modulated blocks only */
     float *norm_q, *norm_k, *attn_norm1, *attn_norm2, *ffn_norm1, *ffn_norm2;
     int modulated;
+    zl_zblock_grads grad;                  /* all NULL after loading (nothing trainable) */
 } zl_zblock;
 
 typedef struct zl_zimage {
@@ -73,5 +79,65 @@ zl_zblock_ws *zl_zblock_ws_new(const zl_zimage_config *c, int ws_tokens);
 void zl_zblock_ws_free(zl_zblock_ws *ws);
 int zl_zblock_forward(const zl_zimage_config *c, const zl_zblock *b, float *x, int n, const float *cs, const float *cond,
                       zl_zblock_ws *ws);
+
+/* ------------------------------------------------------------------ training (zimage_grad.c)
+ *
+ * What is trained is marked in the model itself: a runtime LoRA branch (zl_branch, nn/ops.h) is trainable
+ * when its d_down / d_up are set, a block's norm weight when the matching pointer of its `grad` is set.
+ * Any linear of the model may carry trainable branches (blocks, embedders, t-embedder, final layer).
+ * Gradients always accumulate (+=): the trainer zeroes them before each batch. Base weights stay frozen
+ * (and may be BF16: dx = dy·W runs through bounded f32 tiles, never a full f32 copy).
+ */
+
+/* Gives the runtime branches that zl_zimage_apply_loras (merge = 0) made from LoRA l their gradient
+ * buffers in g, a LoRA of the same shape as l (for example the same file loaded again, data zeroed):
+ * the branch from module i gets d_down = g's lora_down of module i and d_up = g's lora_up at the same row
+ * offset (fused qkv modules make three branches sharing one down: their gradients add up there).
+ * Gradients are those of the stored factors (the branch scale, strength·alpha/rank, included).
+ * Returns the number of branches given buffers, or -1 when g does not match l. */
+int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g);
+/* Sets the strength of the runtime branches made from LoRA l (merge = 0; LoRA modules): 0 switches them
+ * off exactly, 1 is full strength (training's adapter is off while sampling). Returns the number of
+ * branches changed. */
+int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength);
+
+/* Full-parameter training: every linear weight and bias becomes a writable F32 copy with a gradient
+ * buffer (zl_linear.dw/db), and every block norm weight gets one (zl_zblock.grad); the caption norm and
+ * the pad tokens stay frozen. Returns the parameter count and a malloc'd list (name in diffusers naming,
+ * values, gradients: both owned by the model), or -1. The model must have no LoRA branches. */
+typedef struct {
+    char name[144];
+    float *p, *g;
+    size_t n;
+} zl_param;
+int zl_zimage_full_params(zl_zimage *m, zl_param **out);
+/* Writes the model as one diffusers-named safetensors file (F32 or BF16), every tensor. */
+int zl_zimage_save(zl_zimage *m, const char *path, zl_dtype dtype);
+
+/* The backward of zl_zblock_forward, by recomputation (gradient checkpointing at block granularity):
+ * re-runs the block's forward from its saved input x [n, dim] (read only), keeping what the backward
+ * needs, then backpropagates:
+ *   dx [n, dim]    in: the gradient of the block's output; out: the gradient of its input (in place);
+ *   dcond [adaln]  += the gradient of cond (modulated blocks; NULL: not wanted);
+ * and accumulates the gradients of every trainable branch of the block's linears and of the norm
+ * weights in b->grad. cs, cond as for zl_zblock_forward. ws: from zl_zblock_bws_new for at least n
+ * tokens, reused across calls and blocks (NULL: allocated per call). Memory: 11·n·dim + 3·n·ffn floats,
+ * about one block's activations (1.2 GB at 4160 tokens of the 6B model). Returns -1 when out of memory. */
+typedef struct zl_zblock_bws zl_zblock_bws;
+zl_zblock_bws *zl_zblock_bws_new(const zl_zimage_config *c, int ws_tokens);
+void zl_zblock_bws_free(zl_zblock_bws *ws);
+int zl_zblock_backward(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *dx, int n,
+                       const float *cs, const float *cond, float *dcond, zl_zblock_bws *ws);
+
+/* One sample's forward and backward for training: out = DiT(x [16, H, W], t, cap [L, cap_feat_dim]) exactly
+ * as zl_zimage_forward computes it, *loss = mean((out − target)²) over the 16·H·W elements (flow matching:
+ * target = x0 − noise, t = 1 − σ), and the gradients of gscale·loss accumulated into every trainable
+ * parameter of the model. A batch is a sum of calls, one per sample, with gscale = 1/batch.
+ * Memory stays bounded: the forward stores only the input of each block that the backward will visit
+ * ([n, dim] each) and one block's activations are recomputed at a time in the backward. Blocks are
+ * visited only when something trainable lies at or before them (LoRA on the main layers only: the
+ * refiners are never backpropagated). out (may be NULL) receives the model output. */
+int zl_zimage_forward_backward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L,
+                               const float *target, float gscale, float *loss, float *out);
 
 #endif

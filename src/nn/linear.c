@@ -357,3 +357,184 @@ adapters:
     if (L->delta)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, L->delta, in, 1.0f, y, out);
 }
+
+/* ------------------------------------------------------------------ zl_op_linear_backward */
+
+/* dx [n, in] = beta·dx + dy·W for BF16 (or other non-F32) W read directly, without scratch beyond the stack:
+ * threads split the columns of dx; each walks all rows o of W, converting DIRECT_CHUNK columns at a time,
+ * and adds dy[r][o]·W[o][cols] into each row r. Used for small n and when no tile can be allocated. */
+static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, float beta) {
+    int out = L->out, in = L->in;
+    size_t esz = zl_dtype_size(L->dtype);
+    int nchunk = (in + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
+#pragma omp parallel for schedule(static) if ((size_t)out * in >= (1u << 16))
+    for (int c = 0; c < nchunk; c++) {
+        int i0 = c * DIRECT_CHUNK, ni = in - i0 < DIRECT_CHUNK ? in - i0 : DIRECT_CHUNK;
+        float wb[DIRECT_CHUNK];
+        for (int r = 0; r < n; r++) {
+            float *d = dx + (size_t)r * in + i0;
+            if (beta == 0.0f) memset(d, 0, sizeof(float) * (size_t)ni);
+        }
+        for (int o = 0; o < out; o++) {
+            const char *wr = (const char *)L->w + ((size_t)o * in + i0) * esz;
+            if (L->dtype == ZL_BF16) {
+                const uint16_t *w16 = (const uint16_t *)wr;
+#pragma omp simd
+                for (int i = 0; i < ni; i++) wb[i] = bf16f(w16[i]);
+            } else {
+                zl_to_f32(wb, wr, L->dtype, (size_t)ni);
+            }
+            for (int r = 0; r < n; r++) {
+                float g = dy[(size_t)r * out + o];
+                if (g == 0.0f) continue;
+                float *d = dx + (size_t)r * in + i0;
+#pragma omp simd
+                for (int i = 0; i < ni; i++) d[i] += g * wb[i];
+            }
+        }
+    }
+}
+
+/* dx = beta·dx + dy·W through f32 tiles of rows of W (as linear_tiled); -1 when no tile fits in memory. */
+static int dx_tiled(float *dx, const float *dy, const zl_linear *L, int n, float beta, int kern) {
+    int out = L->out, in = L->in;
+    size_t tr = (size_t)zl_ops_bf16_tile_rows_();
+    if (!tr) {
+        tr = TILE_MAX_BYTES / (sizeof(float) * (size_t)in);
+        tr = tr > TILE_ROWS ? TILE_ROWS : tr < 16 ? 16 : tr / 16 * 16;
+    }
+    if (tr > (size_t)out) tr = (size_t)out;
+    float *buf = NULL;
+    for (;;) {
+        buf = malloc(sizeof(float) * tr * (size_t)in);
+        if (buf || tr == 1) break;
+        tr /= 2;
+    }
+    if (!buf) return -1;
+    for (size_t o0 = 0; o0 < (size_t)out; o0 += tr) {
+        int nr = (int)((size_t)out - o0 < tr ? (size_t)out - o0 : tr);
+        convert_rows(buf, L, o0, nr, kern == ZL_KERNELS_SIMD);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, nr, 1.0f, dy + o0, out, buf, in,
+                    o0 == 0 ? beta : 1.0f, dx, in);
+    }
+    free(buf);
+    return 0;
+}
+
+/* Scratch for the branch products: [rows, ranks] blocks, heap when possible, else the stack (chunks). */
+typedef struct {
+    float *p;
+    size_t cap;
+} bscratch;
+
+/* d_up += scale·dyᵀ·(x·downᵀ) and d_down += scale·(dy·up)ᵀ·x, in chunks of rows and ranks that fit s (two
+ * blocks of rows × ranks). */
+static void branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
+                               const bscratch *s) {
+    int r = b->r;
+    int rc = (size_t)r < s->cap / 2 ? r : (int)(s->cap / 2);
+    size_t nrows = s->cap / (2 * (size_t)rc);
+    int nr = nrows > (size_t)n ? n : (int)nrows;
+    float *t = s->p, *u = s->p + (size_t)nr * rc;
+    for (int r0 = 0; r0 < r; r0 += rc) {
+        int rr = r - r0 < rc ? r - r0 : rc;
+        for (int i0 = 0; i0 < n; i0 += nr) {
+            int ni = n - i0 < nr ? n - i0 : nr;
+            const float *xi = x + (size_t)i0 * in, *gi = dy + (size_t)i0 * out;
+            if (b->d_up) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, rr, in, 1.0f, xi, in, b->down + (size_t)r0 * in,
+                            in, 0.0f, t, rr);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, rr, ni, b->scale, gi, out, t, rr, 1.0f,
+                            b->d_up + r0, r);
+            }
+            if (b->d_down) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, rr, out, 1.0f, gi, out, b->up + r0, r, 0.0f,
+                            u, rr);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, in, ni, b->scale, u, rr, xi, in, 1.0f,
+                            b->d_down + (size_t)r0 * in, in);
+            }
+        }
+    }
+}
+
+/* dx += scale·(dy·up)·down, in chunks that fit s. */
+static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s) {
+    int r = b->r;
+    int rc = (size_t)r < s->cap ? r : (int)s->cap;
+    size_t nrows = s->cap / (size_t)rc;
+    int nr = nrows > (size_t)n ? n : (int)nrows;
+    for (int r0 = 0; r0 < r; r0 += rc) {
+        int rr = r - r0 < rc ? r - r0 : rc;
+        for (int i0 = 0; i0 < n; i0 += nr) {
+            int ni = n - i0 < nr ? n - i0 : nr;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, rr, out, 1.0f, dy + (size_t)i0 * out, out,
+                        b->up + r0, r, 0.0f, s->p, rr);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, in, rr, b->scale, s->p, rr,
+                        b->down + (size_t)r0 * in, in, 1.0f, dx + (size_t)i0 * in, in);
+        }
+    }
+}
+
+void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_linear *L, int n, int accumulate) {
+    int out = L->out, in = L->in;
+    if (n <= 0 || in <= 0) return;
+    int kern = zl_ops_kernels_();
+    int rmax = 0, trainable = 0;
+    for (int i = 0; i < L->nbranch; i++) {
+        const zl_branch *b = &L->branch[i];
+        if (b->r <= 0 || b->scale == 0.0f) continue;
+        if (b->r > rmax) rmax = b->r;
+        trainable |= b->d_down || b->d_up;
+    }
+    if (!dx && !trainable && !L->dw && !L->db) return;
+    /* 0. full-parameter gradients: dW += dyᵀ·x, db += Σ_rows dy */
+    if (L->dw && L->dtype == ZL_F32 && out > 0)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, L->dw, in);
+    if (L->db && out > 0) {
+#pragma omp parallel for schedule(static) if ((size_t)n * out >= (1u << 16))
+        for (int o = 0; o < out; o++) {
+            double acc = 0;
+            for (int r = 0; r < n; r++) acc += dy[(size_t)r * out + o];
+            L->db[o] += (float)acc;
+        }
+    }
+    float stackbuf[BRANCH_STACK];
+    bscratch s = {stackbuf, BRANCH_STACK};
+    float *heap = NULL;
+    size_t want = 2 * (size_t)n * (size_t)(rmax > 0 ? rmax : 1);
+    if (rmax > 0 && kern != ZL_KERNELS_FALLBACK && want > BRANCH_STACK && (heap = malloc(sizeof(float) * want))) {
+        s.p = heap;
+        s.cap = want;
+    }
+    /* 1. branch parameter gradients: every read of x happens here, before dx is written */
+    if (out > 0 && trainable)
+        for (int i = 0; i < L->nbranch; i++) {
+            const zl_branch *b = &L->branch[i];
+            if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) branch_param_grads(dy, x, b, n, in, out, &s);
+        }
+    /* 2. dx = dy·W (+ adapters) */
+    if (dx) {
+        float beta = accumulate ? 1.0f : 0.0f;
+        if (out <= 0) {
+            if (!accumulate) memset(dx, 0, sizeof(float) * (size_t)n * (size_t)in);
+        } else {
+            if (L->dtype == ZL_F32) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, (const float *)L->w,
+                            in, beta, dx, in);
+            } else {
+                int dmax = zl_ops_bf16_direct_max_n_();
+                if (dmax < 0) dmax = DIRECT_MAX_N;
+                if (kern == ZL_KERNELS_FALLBACK || n <= dmax || dx_tiled(dx, dy, L, n, beta, kern))
+                    dx_direct(dx, dy, L, n, beta);
+            }
+            for (int i = 0; i < L->nbranch; i++) {
+                const zl_branch *b = &L->branch[i];
+                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s);
+            }
+            if (L->delta)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, L->delta, in, 1.0f,
+                            dx, in);
+        }
+    }
+    free(heap);
+}

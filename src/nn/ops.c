@@ -8,6 +8,7 @@
 #include "nn/ops_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 #include <cblas.h>
@@ -41,9 +42,20 @@ int zl_ops_kernels_(void) {
     return zl_ops_have_simd() ? ZL_KERNELS_SIMD : ZL_KERNELS_GENERIC;
 }
 
+static int threads_explicit = 0;
+
+void zl_ops_auto_threads(int width) {
+    if (threads_explicit || getenv("OMP_NUM_THREADS") || width >= 1024) return;
+    omp_set_num_threads(1);
+#ifdef OPENBLAS_VERSION
+    openblas_set_num_threads(1);
+#endif
+}
+
 void zl_ops_set_threads(int n) {
     static int default_threads = 0;
     if (!default_threads) default_threads = omp_get_max_threads();
+    if (n > 0) threads_explicit = 1;
     int t = n > 0 ? n : default_threads;
     omp_set_num_threads(t);
 #ifdef OPENBLAS_VERSION

@@ -12,12 +12,16 @@
 #include <stdint.h>
 #include "../base/dtype.h"
 
-/* A low-rank runtime side branch on a linear layer: y += scale · (x downᵀ) upᵀ. */
+/* A low-rank runtime side branch on a linear layer: y += scale · (x downᵀ) upᵀ.
+ * A branch is trainable when its gradient buffers are set: zl_op_linear_backward then accumulates
+ * (+=) the gradients of down and up into d_down [r, in] and d_up [out, r] (NULL: that factor is frozen). */
 typedef struct {
     const float *down; /* [r, in] */
     const float *up;   /* [out, r] */
     int r;
     float scale;
+    float *d_down;     /* [r, in] gradient of down, accumulated; NULL: frozen */
+    float *d_up;       /* [out, r] gradient of up, accumulated; NULL: frozen */
 } zl_branch;
 
 /* A linear layer's weight W [out, in] stored F32 or BF16 (F16 works too) (owned or pointing into an mmapped file),
@@ -31,6 +35,8 @@ typedef struct {
     const zl_branch *branch; /* nbranch entries */
     int nbranch;
     const float *delta;      /* NULL: none; scaled already */
+    float *dw;               /* [out, in] gradient of W (F32 weights only), accumulated; NULL: W frozen */
+    float *db;               /* [out] gradient of the bias, accumulated; NULL: frozen */
 } zl_linear;
 
 /* y [n, out] = x [n, in] · Wᵀ + bias + Σ branches + x·deltaᵀ. y and x must not alias.
@@ -106,5 +112,79 @@ int zl_ops_bf16_gemm(void);
 
 /* Threads used by the ops (OpenMP and OpenBLAS); 0 = OpenMP default. */
 void zl_ops_set_threads(int n);
+/* Small models (width < 1024) on one thread unless zl_ops_set_threads(n > 0) or OMP_NUM_THREADS chose a
+ * count: their ops are too short for a parallel region to pay, and on a busy machine each region can cost
+ * a scheduler time slice (measured: a dim-256 DiT, 32 steps, 2 cores under load: 8.3 s on two threads,
+ * 0.5 s on one). */
+void zl_ops_auto_threads(int width);
+
+/* ================================================================== backward
+ * The backward of every op above that a trainable model needs. Each takes dy, the gradient of a scalar
+ * loss with respect to the op's output, and what the forward read, and produces the gradients of the
+ * forward's inputs. Conventions:
+ *   - activation gradients (dx, dq, ...) are written (overwritten), unless the op says otherwise;
+ *   - parameter gradients (dw, dscale, dgate, a branch's d_down / d_up) are accumulated (+=), so that a
+ *     trainer sums over samples by calling again, and zeroes them itself; NULL means "not wanted";
+ *   - everything runs in fp32 (the bf16 compute mode of zl_ops_set_bf16_gemm does not apply to
+ *     backward ops); per-column sums over rows (dw, dscale, dgate) are accumulated in double.
+ * Ops whose backward is not listed: zl_op_add (dy flows unchanged to both inputs), zl_op_axpy
+ * (y += αx: dx += α·dy, i.e. zl_op_axpy again), zl_op_fill_rows (the filled rows' gradient belongs
+ * to the frozen pad token: dropped), zl_op_timestep_embedding and the RoPE tables (t and positions
+ * are not trained). The timestep MLP is two linears and a SiLU.
+ * Each backward is checked against central finite differences of a double-precision forward (and of
+ * the fp32 op itself) in tests/test_ops_grad.c. */
+
+/* Linear (W, bias and delta frozen; W may be BF16): with g = dy [n, out],
+ *   dx [n, in] = g·W + Σ_b scale_b·(g·up_b)·down_b + g·delta     (accumulate: dx += ...; dx NULL: skipped)
+ *   every branch b with d_up:   d_up   [out, r] += scale_b · gᵀ·(x·down_bᵀ)
+ *   every branch b with d_down: d_down [r, in]  += scale_b · (g·up_b)ᵀ·x
+ * BF16 W is converted in bounded tiles as in the forward (never a full f32 copy); for n <= 16 rows of W
+ * are read directly. x is read only for the branch gradients and only before dx is written, so dx
+ * may alias x (never dy). x may be NULL when no branch is trainable. */
+void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_linear *L, int n, int accumulate);
+
+/* RMSNorm y = x·r·w, r = rsqrt(mean(x²) + eps), per row of x [n, d]:
+ *   dx = r·(w∘dy) − (r³/d)·x·Σ_j(w∘dy∘x)_j      dw [d] += Σ_rows dy∘x·r   (w NULL: no weight, dw ignored)
+ * dx may alias dy. */
+void zl_op_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, int d, float eps);
+/* LayerNorm without affine, y = (x − mean)·r:  dx = r·(dy − mean(dy) − y·mean(dy∘y)). dx may alias dy. */
+void zl_op_layernorm_backward(float *dx, const float *dy, const float *x, int n, int d, float eps);
+
+/* Modulation y = x·(1 + scale):  dx = dy·(1 + scale) (dx NULL: skipped), dscale [d] += Σ_rows dy∘x
+ * (NULL: skipped). dx may alias dy. */
+void zl_op_modulate_backward(float *dx, float *dscale, const float *dy, const float *x, const float *scale, int n, int d);
+/* Gated residual x_out = x + tanh(gate)·y. Given dx = the gradient of x_out (which is also the gradient of x:
+ * the caller keeps it): dy = tanh(gate)·dx (gate NULL: dy = dx), dgate [d] += (1 − tanh²(gate))·Σ_rows dx∘y
+ * (NULL: skipped). dy may alias y (not dx). */
+void zl_op_gated_residual_backward(float *dy, float *dgate, const float *dx, const float *y, const float *gate, int n, int d);
+/* SwiGLU y = silu(a)·b, silu(a) = a·σ(a):  da = dy·b·σ(a)·(1 + a·(1 − σ(a))), db = dy·silu(a).
+ * Either output may be NULL; any of da, db, dy, a, b may alias each other (elementwise). */
+void zl_op_silu_mul_backward(float *da, float *db, const float *dy, const float *a, const float *b, size_t n);
+/* y = silu(x): dx = dy·σ(x)·(1 + x·(1 − σ(x))). dx may alias dy or x. */
+void zl_op_silu_backward(float *dx, const float *dy, const float *x, size_t n);
+
+/* RoPE is a rotation per pair, so its backward is the inverse rotation (angle −θ): applied in place to
+ * dx [n, heads, hd] with the forward's table cs and layout. */
+void zl_op_rope_backward(float *dx, const float *cs, int n, int heads, int hd, int interleaved);
+
+/* Attention backward, flash-style (FlashAttention-2's algorithm): the probabilities are recomputed block
+ * by block from q, k and the forward's lse [hq, nq] (P = exp(scale·q·kᵀ − lse)), never a T×T matrix:
+ *   D_i = Σ dO_i∘O_i,  dS = P∘(dO·vᵀ − D),  dq = scale·dS·k,  dk = scale·dSᵀ·q,  dv = Pᵀ·dO
+ * q, o, dout, dq [nq, hq·hd]; k, v, dk, dv [nk, hkv·hd] (written; GQA: a kv head sums over its query
+ * heads, a kv head no query head uses gets 0). Same causal rule and scale as the forward; rows with
+ * lse = −inf (no visible key) contribute nothing. Keys are split over threads for dk, dv and queries
+ * for dq (two passes, no atomics, deterministic); scratch is O(threads·(hd + 64)·64) floats, and
+ * without it a serial row-at-a-time version runs. */
+void zl_op_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                              const float *v, const float *o, const float *lse, int nq, int nk, int hq, int hkv,
+                              int hd, int causal);
+
+/* Patchify and unpatchify are permutations: each one's backward is the other (names for clarity). */
+void zl_op_patchify_backward(float *dx, const float *dtok, int C, int H, int W, int p);
+void zl_op_unpatchify_backward(float *dtok, const float *dx, int C, int H, int W, int p);
+
+/* Flow-matching loss: returns mean((y − target)²) over n elements (summed in double) and, when dy is not
+ * NULL, writes dy = gscale · 2(y − target)/n, the gradient of gscale·loss (dy may alias y or target). */
+double zl_op_mse_loss(float *dy, const float *y, const float *target, size_t n, float gscale);
 
 #endif

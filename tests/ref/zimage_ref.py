@@ -519,7 +519,8 @@ def timestep_embedding(W, c, t):
     tt = np.float32(t) * np.float32(c["t_scale"])
     args = (tt * freqs).astype(np.float32)                                         # f32 product
     e = np.concatenate([np.cos(args.astype(np.float64)), np.sin(args.astype(np.float64))]).astype(np.float32)
-    h = torch.nn.functional.silu(linear(T(e)[None], W, "t_embedder.mlp.0"))
+    e = T(e).to(W["t_embedder.mlp.0.weight"].dtype)                               # f64 when W is
+    h = torch.nn.functional.silu(linear(e[None], W, "t_embedder.mlp.0"))
     return linear(h, W, "t_embedder.mlp.2")[0]                                      # [adaln]
 
 
@@ -599,7 +600,14 @@ def forward(Wnp, c, x, t, cap, order="img_first", pad_override=None):
     W = {k: T(v) for k, v in Wnp.items()}
     if pad_override:
         W.update({k: T(v) for k, v in pad_override.items()})
-    x, cap = T(x), T(cap)
+    out = forward_t(W, c, T(x), t, T(cap), order)
+    assert out.shape == x.shape
+    return out.numpy().copy()
+
+
+def forward_t(W, c, x, t, cap, order="img_first"):
+    """The same forward on torch tensors, differentiable (tests/ref/zimage_grad_ref.py runs autograd
+    through it): W {diffusers name: tensor}, x [16,H,W] and cap tensors of W's dtype; returns out [16,H,W]."""
     C, H, Wd = x.shape
     assert C == c["in_channels"] and H % 2 == 0 and Wd % 2 == 0
     Ht, Wt = H // 2, Wd // 2
@@ -634,9 +642,7 @@ def forward(Wnp, c, x, t, cap, order="img_first", pad_override=None):
     s = 1 + linear(torch.nn.functional.silu(cond)[None], W, "all_final_layer.2-1.adaLN_modulation.1")
     un = torch.nn.functional.layer_norm(u, (c["dim"],), None, None, 1e-6)
     y = linear(un * s, W, "all_final_layer.2-1.linear")
-    out = unpatchify(y[img0:img0 + Ni], C, H, Wd)
-    assert out.shape == (C, H, Wd)
-    return out.numpy().copy()
+    return unpatchify(y[img0:img0 + Ni], C, H, Wd)
 
 
 # ----------------------------------------------------------------------------------------------------
