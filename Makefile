@@ -7,7 +7,10 @@ WERROR  ?= -Werror
 CFLAGS  ?= $(OPT) -g
 BLAS_INC = -I/usr/include/x86_64-linux-gnu/openblas-pthread
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fopenmp $(BLAS_INC) $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),-DZL_HAVE_DNNL) -Isrc $(CFLAGS)
-LDLIBS  = -lcjson -lpcre2-8 -lutf8proc -lpng -ljpeg -lwebp -llapacke -lopenblas $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),-ldnnl) -lm -lpthread -fopenmp
+# Pango + cairo draw the labels of compare's grids (src/eval/grid.c only needs their headers)
+PANGO_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags pangocairo fontconfig 2>/dev/null))
+PANGO_LIBS   := $(shell pkg-config --libs pangocairo fontconfig 2>/dev/null || echo -lpangocairo-1.0 -lpango-1.0 -lgobject-2.0 -lglib-2.0 -lcairo -lfontconfig)
+LDLIBS  = $(PANGO_LIBS) -lcjson -lpcre2-8 -lutf8proc -lpng -ljpeg -lwebp -llapacke -lopenblas $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),-ldnnl) -lm -lpthread -fopenmp
 
 LIB_SRC  = $(sort $(filter-out src/cli/main.c,$(wildcard src/*/*.c)))
 CLI_SRC  = src/cli/main.c
@@ -29,6 +32,8 @@ $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC    $<  ($(BUILD))")
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/src/eval/grid.o: ALL_CFLAGS += $(PANGO_CFLAGS)
 
 $(BUILD)/libzlora.a: $(LIB_OBJ)
 	@rm -f $@
@@ -92,7 +97,7 @@ test-clang:
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz:
-	@FUZZ_LIBS="$(filter-out -fopenmp,$(LDLIBS))" FUZZ_DEFS="$(filter -D%,$(ALL_CFLAGS))" \
+	@FUZZ_LIBS="$(filter-out -fopenmp,$(LDLIBS))" FUZZ_DEFS="$(filter -D%,$(ALL_CFLAGS)) $(PANGO_CFLAGS)" \
 	  sh tests/fuzz/run.sh "$(CLANG)" "$(FUZZ_SECONDS)" $(FUZZ_TARGETS)
 
 demo: deps zlora

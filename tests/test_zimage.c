@@ -267,3 +267,55 @@ TEST(zimage_random_checkpoint_and_convert_model) {
     zl_zimage_free(a);
     zl_zimage_free(b);
 }
+
+/* A LoRA file of full diffs: a norm vector, a linear with its bias (diff + diff_b), for removal tests. */
+static int write_diff_lora(const char *path, int dim, int cap) {
+    zl_st_writer *w = zl_stw_new();
+    float *v = malloc(sizeof(float) * (size_t)dim * cap);
+    for (int i = 0; i < dim * cap; i++) v[i] = 0.01f * (float)((i * 37) % 11 - 5);
+    int64_t s1[1] = {dim}, s2[2] = {dim, cap};
+    int rc = zl_stw_add_f32(w, "diffusion_model.layers.0.attention_norm1.diff", 1, s1, v, ZL_F32);
+    if (!rc) rc = zl_stw_add_f32(w, "diffusion_model.cap_embedder.1.diff", 2, s2, v, ZL_F32);
+    if (!rc) rc = zl_stw_add_f32(w, "diffusion_model.cap_embedder.1.diff_b", 1, s1, v, ZL_F32);
+    if (!rc) rc = zl_stw_write(w, path);
+    zl_stw_free(w);
+    free(v);
+    return rc;
+}
+
+TEST(zimage_remove_loras_restores_the_model_exactly) {
+    CHECK_MSG(weights_present(), "run `make zimage-weights`");
+    char diff[600];
+    snprintf(diff, sizeof diff, "%s/diff_lora.safetensors", zl_test_dir());
+    zl_zimage *m;
+    CHECK(zl_zimage_load(DATA "/tiny_a/diffusers", NULL, &m) == 0); /* bf16 weights, as generate and compare use */
+    CHECK(write_diff_lora(diff, m->cfg.dim, m->cfg.cap_feat_dim) == 0);
+    zl_lora *l[3];
+    CHECK(zl_lora_load(DATA "/tiny_a/lora/lora_peft.safetensors", &l[0]) == 0);
+    CHECK(zl_lora_load(DATA "/tiny_a/lora/lora_loha.safetensors", &l[1]) == 0); /* a dense runtime delta */
+    CHECK(zl_lora_load(diff, &l[2]) == 0);
+    float s[3] = {1.3f, 0.7f, 0.5f};
+    zcase z;
+    CHECK(load_case("tiny_a", 0, &z) == 0);
+    size_t n = (size_t)16 * z.H * z.W;
+    float *y0 = malloc(sizeof(float) * n), *y1 = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    CHECK(zl_zimage_forward(m, z.x, z.H, z.W, z.t[0], z.cap, z.L, y0) == 0);
+    int nowned = m->nowned;
+    for (int round = 0; round < 2; round++) {
+        CHECK(zl_zimage_apply_loras(m, l, s, 3, 0, 0, NULL) == 0);
+        CHECK(m->nundo == 2); /* the norm vector and the bias */
+        CHECK(zl_zimage_forward(m, z.x, z.H, z.W, z.t[0], z.cap, z.L, round ? y : y1) == 0);
+        if (round) CHECK(memcmp(y, y1, sizeof(float) * n) == 0); /* applied again: the same result */
+        CHECK(zl_zimage_remove_loras(m) == 0);
+        CHECK(m->nowned == nowned && m->nundo == 0);
+        CHECK(zl_zimage_forward(m, z.x, z.H, z.W, z.t[0], z.cap, z.L, y) == 0);
+        CHECK_MSG(memcmp(y, y0, sizeof(float) * n) == 0, "round %d: not the model as loaded", round);
+    }
+    CHECK(memcmp(y1, y0, sizeof(float) * n) != 0);
+    /* merged LoRAs cannot be removed exactly: refused */
+    CHECK(zl_zimage_apply_loras(m, l, s, 1, 1, 0, NULL) == 0);
+    CHECK(zl_zimage_remove_loras(m) != 0 && strstr(zl_last_error(), "merged"));
+    free(y0); free(y1); free(y); free_case(&z);
+    zl_zimage_free(m);
+    for (int i = 0; i < 3; i++) zl_lora_free(l[i]);
+}

@@ -12,6 +12,7 @@ int zl_cmd_debug(int argc, char **argv);
 int zl_cmd_bench(int argc, char **argv);
 int zl_cmd_convert_model(int argc, char **argv);
 int zl_cmd_score(int argc, char **argv);
+int zl_cmd_compare(int argc, char **argv);
 /* --threads N given before the command (0: not given). */
 extern int zl_cli_threads;
 /* zl_ops_auto_threads (see nn/ops.h). */

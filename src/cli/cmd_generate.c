@@ -133,17 +133,6 @@ static int load_from(gen_args *a, const char *png) {
     return 0;
 }
 
-static const char *base_name(const char *p, char *buf, size_t n) {
-    size_t len = strlen(p);
-    while (len > 1 && p[len - 1] == '/') len--;
-    const char *s = p;
-    for (size_t i = 0; i < len; i++) if (p[i] == '/') s = p + i + 1;
-    size_t k = (size_t)(p + len - s);
-    if (k > 12 && !strncmp(s + k - 12, ".safetensors", 12)) k -= 12;
-    snprintf(buf, n, "%.*s", (int)k, s);
-    return buf;
-}
-
 static char *out_name(const char *pat, int i, int batch) {
     if (batch == 1) return zl_xstrdup(pat);
     if (strchr(pat, '%')) return zl_xasprintf(pat, i + 1);
@@ -307,7 +296,7 @@ int zl_cmd_generate(int argc, char **argv) {
     if (rc == 0) rc = zl_gen_check_size(a.W, a.H, f * m->cfg.patch);
     /* the parameters text (A1111 style) and the machine-readable settings */
     char model_name[256] = "";
-    if (rc == 0) base_name(mp.dir ? mp.dir : mp.dit, model_name, sizeof model_name);
+    if (rc == 0) zl_gen_display_name(mp.dir ? mp.dir : mp.dit, model_name, sizeof model_name);
     int h = a.H / f, w = a.W / f;
     size_t n = (size_t)(m ? m->cfg.in_channels : 16) * (size_t)h * (size_t)w;
     float *x = rc == 0 ? zl_try_malloc(sizeof(float) * n) : NULL;
@@ -329,71 +318,15 @@ int zl_cmd_generate(int argc, char **argv) {
         zl_progress_end(&ud.pr, p.steps);
         rc = zl_gen_decode(vae, x, h, w, a.vae_tile, rgb);
         if (rc) break;
-        /* metadata */
-        zl_buf par = {0};
-        zl_buf_printf(&par, "%s\n", a.prompt);
-        if (p.guidance != 0.0f) zl_buf_printf(&par, "Negative prompt: %s\n", negative);
-        zl_buf_printf(&par, "Steps: %d, Sampler: %s, Schedule type: Simple, CFG scale: %g, Guidance (diffusers): %g, Seed: %llu, Size: %dx%d, Shift: %g, Model: %s",
-                      p.steps, zl_sampler_display(p.sampler), (double)p.guidance + 1, (double)p.guidance, (unsigned long long)seed, a.W, a.H,
-                      p.shift, model_name);
-        if (p.cfg_norm > 0) zl_buf_printf(&par, ", CFG normalization: %g", (double)p.cfg_norm);
-        if (p.cfg_trunc <= 1.0f && p.cfg_trunc < 1.0f) zl_buf_printf(&par, ", CFG truncation: %g", (double)p.cfg_trunc);
-        if (a.nlora) {
-            char nb[256];
-            zl_buf_puts(&par, ", Lora hashes: \"");
-            for (int i = 0; i < a.nlora; i++) zl_buf_printf(&par, "%s%s: %s", i ? ", " : "", base_name(a.lora_path[i], nb, sizeof nb), hashes[i]);
-            zl_buf_puts(&par, "\", Lora strengths: \"");
-            for (int i = 0; i < a.nlora; i++) zl_buf_printf(&par, "%s%s: %g", i ? ", " : "", base_name(a.lora_path[i], nb, sizeof nb), (double)a.lora_s[i]);
-            zl_buf_puts(&par, "\"");
-        }
-        zl_buf_printf(&par, ", Noise: %s, Version: zlora %s", p.noise == ZL_NOISE_TORCH ? "torch-cpu" : "torch-cpu-scalar", ZL_VERSION);
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "prompt", a.prompt);
-        if (p.guidance != 0.0f || a.have_neg) cJSON_AddStringToObject(j, "negative", negative);
-        if (mp.dir) cJSON_AddStringToObject(j, "model", mp.dir);
-        if (a.dit) cJSON_AddStringToObject(j, "dit", mp.dit);
-        if (a.te) cJSON_AddStringToObject(j, "te", mp.te);
-        if (a.vae) cJSON_AddStringToObject(j, "vae", mp.vae);
-        if (a.tok) cJSON_AddStringToObject(j, "tokenizer", mp.tok);
-        cJSON_AddNumberToObject(j, "steps", p.steps);
-        cJSON_AddNumberToObject(j, "guidance", p.guidance);
-        cJSON_AddNumberToObject(j, "cfg", (double)p.guidance + 1);
-        cJSON_AddNumberToObject(j, "cfg_norm", p.cfg_norm);
-        cJSON_AddNumberToObject(j, "cfg_trunc", p.cfg_trunc);
-        cJSON_AddNumberToObject(j, "shift", p.shift);
-        cJSON_AddStringToObject(j, "sampler", zl_sampler_name(p.sampler));
-        char sb[32];
-        snprintf(sb, sizeof sb, "%llu", (unsigned long long)seed);
-        cJSON_AddStringToObject(j, "seed", sb);
-        cJSON_AddStringToObject(j, "noise", p.noise == ZL_NOISE_TORCH ? "torch" : "torch-scalar");
-        cJSON_AddNumberToObject(j, "width", a.W);
-        cJSON_AddNumberToObject(j, "height", a.H);
-        cJSON_AddStringToObject(j, "lora_mode", a.merge ? "merge" : "runtime");
-        cJSON *ls = cJSON_AddArrayToObject(j, "loras");
-        for (int i = 0; i < a.nlora; i++) {
-            cJSON *l = cJSON_CreateObject();
-            cJSON_AddStringToObject(l, "path", a.lora_path[i]);
-            cJSON_AddNumberToObject(l, "strength", a.lora_s[i]);
-            cJSON_AddStringToObject(l, "hash", hashes[i]);
-            cJSON_AddItemToArray(ls, l);
-        }
-        cJSON_AddStringToObject(j, "version", ZL_VERSION);
-        char *js = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        const char *keys[2] = {"parameters", "zlora"}, *vals[2] = {par.s, js};
+        zl_gen_meta meta = {.prompt = a.prompt, .negative = negative, .store_negative = a.have_neg, .p = p, .seed = seed,
+                            .width = a.W, .height = a.H, .model_name = model_name, .model = mp.dir,
+                            .dit = a.dit ? mp.dit : NULL, .te = a.te ? mp.te : NULL, .vae = a.vae ? mp.vae : NULL,
+                            .tok = a.tok ? mp.tok : NULL, .nlora = a.nlora, .lora_path = a.lora_path, .lora_s = a.lora_s,
+                            .lora_hash = (const char (*)[11])hashes, .merge = a.merge};
         char *path = out_name(a.out, b, a.batch);
-        uint8_t *png = NULL;
-        size_t npng = 0;
-        rc = zl_png_encode_rgb8(rgb, a.W, a.H, keys, vals, 2, &png, &npng);
-        if (rc == 0) {
-            const void *parts[1] = {png};
-            rc = zl_write_atomic(path, parts, &npng, 1);
-        }
+        rc = zl_gen_write_png(path, rgb, &meta);
         if (rc == 0) zl_info("wrote %s (seed %llu)", path, (unsigned long long)seed);
-        free(png);
         free(path);
-        free(js);
-        zl_buf_free(&par);
     }
     if (rc == 0) {
         struct rusage ru;

@@ -15,6 +15,7 @@ static const command commands[] = {
     {"info", zl_cmd_info, "show the tensors of a safetensors file or model folder and what it is"},
     {"convert-model", zl_cmd_convert_model, "rewrite a checkpoint as one file in bf16/f16/f32, streaming"},
     {"score", zl_cmd_score, "sharpness of images and their difference from reference images"},
+    {"compare", zl_cmd_compare, "seeds x prompts x configurations: LoRA grids, metrics, flags and an HTML report"},
     {"debug", zl_cmd_debug, "tools for tests, parity checks and bug reports"},
     {"bench", zl_cmd_bench, "speed measurements (see bench/ for the comparisons with PyTorch)"},
 };

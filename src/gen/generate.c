@@ -7,6 +7,7 @@
 #include <string.h>
 #include "base/base.h"
 #include "base/sha256.h"
+#include "io/image.h"
 #include "model/qwen3.h"
 #include "model/te_cache.h"
 #include "model/tokenizer.h"
@@ -258,4 +259,91 @@ int zl_file_autov2(const char *path, char out[11]) {
     memcpy(out, hex, 10);
     out[10] = 0;
     return 0;
+}
+
+/* ---- PNG metadata --------------------------------------------------------------------------------- */
+
+const char *zl_gen_display_name(const char *p, char *buf, size_t n) {
+    size_t len = strlen(p);
+    while (len > 1 && p[len - 1] == '/') len--;
+    const char *s = p;
+    for (size_t i = 0; i < len; i++) if (p[i] == '/') s = p + i + 1;
+    size_t k = (size_t)(p + len - s);
+    if (k > 12 && !strncmp(s + k - 12, ".safetensors", 12)) k -= 12;
+    snprintf(buf, n, "%.*s", (int)k, s);
+    return buf;
+}
+
+void zl_gen_meta_text(const zl_gen_meta *m, char **parameters, char **json) {
+    const zl_gen_params *p = &m->p;
+    zl_buf par = {0};
+    zl_buf_printf(&par, "%s\n", m->prompt);
+    if (p->guidance != 0.0f) zl_buf_printf(&par, "Negative prompt: %s\n", m->negative);
+    zl_buf_printf(&par, "Steps: %d, Sampler: %s, Schedule type: Simple, CFG scale: %g, Guidance (diffusers): %g, Seed: %llu, Size: %dx%d, Shift: %g, Model: %s",
+                  p->steps, zl_sampler_display(p->sampler), (double)p->guidance + 1, (double)p->guidance, (unsigned long long)m->seed,
+                  m->width, m->height, p->shift, m->model_name);
+    if (p->cfg_norm > 0) zl_buf_printf(&par, ", CFG normalization: %g", (double)p->cfg_norm);
+    if (p->cfg_trunc < 1.0f) zl_buf_printf(&par, ", CFG truncation: %g", (double)p->cfg_trunc);
+    if (m->nlora) {
+        char nb[256];
+        zl_buf_puts(&par, ", Lora hashes: \"");
+        for (int i = 0; i < m->nlora; i++)
+            zl_buf_printf(&par, "%s%s: %s", i ? ", " : "", zl_gen_display_name(m->lora_path[i], nb, sizeof nb), m->lora_hash[i]);
+        zl_buf_puts(&par, "\", Lora strengths: \"");
+        for (int i = 0; i < m->nlora; i++)
+            zl_buf_printf(&par, "%s%s: %g", i ? ", " : "", zl_gen_display_name(m->lora_path[i], nb, sizeof nb), (double)m->lora_s[i]);
+        zl_buf_puts(&par, "\"");
+    }
+    zl_buf_printf(&par, ", Noise: %s, Version: zlora %s", p->noise == ZL_NOISE_TORCH ? "torch-cpu" : "torch-cpu-scalar", ZL_VERSION);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "prompt", m->prompt);
+    if (p->guidance != 0.0f || m->store_negative) cJSON_AddStringToObject(j, "negative", m->negative);
+    if (m->model) cJSON_AddStringToObject(j, "model", m->model);
+    if (m->dit) cJSON_AddStringToObject(j, "dit", m->dit);
+    if (m->te) cJSON_AddStringToObject(j, "te", m->te);
+    if (m->vae) cJSON_AddStringToObject(j, "vae", m->vae);
+    if (m->tok) cJSON_AddStringToObject(j, "tokenizer", m->tok);
+    cJSON_AddNumberToObject(j, "steps", p->steps);
+    cJSON_AddNumberToObject(j, "guidance", p->guidance);
+    cJSON_AddNumberToObject(j, "cfg", (double)p->guidance + 1);
+    cJSON_AddNumberToObject(j, "cfg_norm", p->cfg_norm);
+    cJSON_AddNumberToObject(j, "cfg_trunc", p->cfg_trunc);
+    cJSON_AddNumberToObject(j, "shift", p->shift);
+    cJSON_AddStringToObject(j, "sampler", zl_sampler_name(p->sampler));
+    char sb[32];
+    snprintf(sb, sizeof sb, "%llu", (unsigned long long)m->seed);
+    cJSON_AddStringToObject(j, "seed", sb);
+    cJSON_AddStringToObject(j, "noise", p->noise == ZL_NOISE_TORCH ? "torch" : "torch-scalar");
+    cJSON_AddNumberToObject(j, "width", m->width);
+    cJSON_AddNumberToObject(j, "height", m->height);
+    cJSON_AddStringToObject(j, "lora_mode", m->merge ? "merge" : "runtime");
+    cJSON *ls = cJSON_AddArrayToObject(j, "loras");
+    for (int i = 0; i < m->nlora; i++) {
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddStringToObject(l, "path", m->lora_path[i]);
+        cJSON_AddNumberToObject(l, "strength", m->lora_s[i]);
+        cJSON_AddStringToObject(l, "hash", m->lora_hash[i]);
+        cJSON_AddItemToArray(ls, l);
+    }
+    cJSON_AddStringToObject(j, "version", ZL_VERSION);
+    *json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    *parameters = par.s ? par.s : zl_xstrdup("");
+}
+
+int zl_gen_write_png(const char *path, const uint8_t *rgb, const zl_gen_meta *m) {
+    char *par, *js;
+    zl_gen_meta_text(m, &par, &js);
+    const char *keys[2] = {"parameters", "zlora"}, *vals[2] = {par, js};
+    uint8_t *png = NULL;
+    size_t npng = 0;
+    int rc = zl_png_encode_rgb8(rgb, m->width, m->height, keys, vals, 2, &png, &npng);
+    if (rc == 0) {
+        const void *parts[1] = {png};
+        rc = zl_write_atomic(path, parts, &npng, 1);
+    }
+    free(png);
+    free(par);
+    free(js);
+    return rc;
 }

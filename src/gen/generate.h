@@ -73,6 +73,31 @@ int zl_gen_decode(const zl_vae *v, float *z, int h, int w, int tile, uint8_t *rg
  * else an error naming the nearest valid sizes. */
 int zl_gen_check_size(int W, int H, int mult);
 
+/* What the PNG of a generated image records, so that `zlora generate --from IMAGE` remakes it. */
+typedef struct {
+    const char *prompt;
+    const char *negative;      /* the negative prompt (used when guidance is on) */
+    int store_negative;        /* store it in the settings even when guidance is off (it was given) */
+    zl_gen_params p;
+    uint64_t seed;
+    int width, height;
+    const char *model_name;    /* "Model:" in the parameters text */
+    const char *model, *dit, *te, *vae, *tok; /* paths stored for --from (NULL: not stored) */
+    int nlora;
+    const char *const *lora_path;
+    const float *lora_s;
+    const char (*lora_hash)[11]; /* AutoV2 of each LoRA */
+    int merge;                 /* LoRAs merged (1) or runtime branches (0) */
+} zl_gen_meta;
+
+/* The A1111-style `parameters` text (prompt, negative, steps, sampler, CFG in both forms, seed, size,
+ * shift, model, LoRA hashes and strengths, noise, version) and the `zlora` JSON settings; both malloc'd. */
+void zl_gen_meta_text(const zl_gen_meta *m, char **parameters, char **json);
+/* rgb [H·W·3] to a PNG at path (atomically) with both chunks. */
+int zl_gen_write_png(const char *path, const uint8_t *rgb, const zl_gen_meta *m);
+/* How a model or LoRA is named in the parameters: the last path component without ".safetensors". */
+const char *zl_gen_display_name(const char *path, char *buf, size_t n);
+
 /* Short content hash of a file as the Civitai/A1111 "AutoV2" (the first 10 hex digits of the SHA-256 of
  * the whole file), into out[11]. */
 int zl_file_autov2(const char *path, char out[11]);

@@ -24,8 +24,18 @@ static void *own(zl_zimage *m, void *p) {
 
 void zl_zimage_default_opts(zl_zimage_opts *o) { o->weight_dtype = ZL_BF16; }
 
+/* A value an applied LoRA changed in place: a norm vector (its old contents) or a linear's bias pointer. */
+struct zl_zundo {
+    float *vec, *old_vec;
+    int n;
+    zl_linear *lin;
+    const float *old_bias;
+};
+
 void zl_zimage_free(zl_zimage *m) {
     if (!m) return;
+    for (int i = 0; i < m->nundo; i++) free(m->undo[i].old_vec);
+    free(m->undo);
     for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->noise_ref); free(m->ctx_ref); free(m->layers);
@@ -351,6 +361,7 @@ int zl_zimage_load(const char *path, const zl_zimage_opts *o, zl_zimage **out) {
     }
     zl_buf_free(&L.missing_list);
     if (rc) { zl_zimage_free(m); return -1; }
+    m->nowned_loaded = m->nowned;
     *out = m;
     return 0;
 }
@@ -412,6 +423,7 @@ static int own_weight(zl_zimage *m, zl_linear *l) {
 
 /* Adds rows [row0, row0+l->out) of dw [*, in] into l's weight. */
 static int merge_into(zl_zimage *m, zl_linear *l, const float *dw) {
+    m->lora_merged = 1;
     if (own_weight(m, l)) return -1;
     size_t n = (size_t)l->out * l->in;
     if (l->dtype == ZL_F32) zl_op_add((float *)l->w, l->w, dw, n);
@@ -424,6 +436,24 @@ static int merge_into(zl_zimage *m, zl_linear *l, const float *dw) {
         free(tmp);
     }
     return 0;
+}
+
+/* Remembers a norm vector's contents (vec) or a linear's bias (lin) before the first change by a LoRA. */
+static void note_undo(zl_zimage *m, float *vec, int n, zl_linear *lin) {
+    for (int i = 0; i < m->nundo; i++)
+        if ((vec && m->undo[i].vec == vec) || (lin && m->undo[i].lin == lin)) return;
+    m->undo = zl_xrealloc(m->undo, sizeof(struct zl_zundo) * (size_t)(m->nundo + 1));
+    struct zl_zundo *u = &m->undo[m->nundo++];
+    memset(u, 0, sizeof *u);
+    if (vec) {
+        u->vec = vec;
+        u->n = n;
+        u->old_vec = zl_xmalloc(sizeof(float) * (size_t)n);
+        memcpy(u->old_vec, vec, sizeof(float) * (size_t)n);
+    } else {
+        u->lin = lin;
+        u->old_bias = lin->bias;
+    }
 }
 
 static void add_branch(zl_zimage *m, zl_linear *l, const float *down, const float *up, int r, float scale) {
@@ -502,6 +532,7 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
             if (rc) break;
             if (tr[0].vec) { /* diff on a norm vector */
                 if (mo->kind != ZL_AD_DIFF || !mo->p[ZL_P_DIFF].data) { rc = zl_err("%s: %s: only a diff can change a norm weight", l->path, mo->key); break; }
+                note_undo(m, tr[0].vec, tr[0].n, NULL);
                 zl_op_axpy(tr[0].vec, s, mo->p[ZL_P_DIFF].data, (size_t)tr[0].n);
                 continue;
             }
@@ -511,6 +542,7 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
                     float *nb = zl_xmalloc(sizeof(float) * (size_t)rows);
                     memcpy(nb, tr[k].lin->bias, sizeof(float) * (size_t)rows);
                     zl_op_axpy(nb, s, mo->p[ZL_P_DIFF_B].data + (size_t)k * rows, (size_t)rows);
+                    note_undo(m, NULL, 0, tr[k].lin);
                     tr[k].lin->bias = own(m, nb);
                 }
                 if (rc) break;
@@ -524,6 +556,7 @@ int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths,
             }
             if (mo->dora) {
                 if (!merge) { rc = zl_err("%s: %s is DoRA, which needs merged mode", l->path, mo->key); break; }
+                m->lora_merged = 1;
                 if (parts != 1) { rc = zl_err("%s: %s: DoRA on fused qkv is not supported", l->path, mo->key); break; }
                 zl_linear *lin = tr[0].lin;
                 size_t ne = (size_t)lin->out * lin->in;
@@ -616,6 +649,33 @@ int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
         }
     free(lins);
     return attached;
+}
+
+int zl_zimage_remove_loras(zl_zimage *m) {
+    if (m->lora_merged)
+        return zl_err("%s: a LoRA was merged into the weights, which cannot be undone exactly (apply LoRAs as runtime branches to remove them)",
+                      m->path);
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers);
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    int nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++) {
+        lins[k]->branch = NULL;
+        lins[k]->nbranch = 0;
+        lins[k]->delta = NULL;
+    }
+    free(lins);
+    for (int i = 0; i < m->nundo; i++) {
+        struct zl_zundo *u = &m->undo[i];
+        if (u->vec) memcpy(u->vec, u->old_vec, sizeof(float) * (size_t)u->n);
+        else u->lin->bias = u->old_bias;
+        free(u->old_vec);
+    }
+    free(m->undo);
+    m->undo = NULL;
+    m->nundo = 0;
+    for (int i = m->nowned_loaded; i < m->nowned; i++) free(m->owned[i]);
+    m->nowned = m->nowned_loaded;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -866,6 +926,7 @@ int zl_zimage_full_params(zl_zimage *m, zl_param **out) {
     }
     free(s);
     if (rc) { free(p); return -1; }
+    m->nowned_loaded = m->nowned; /* the trainable copies are the model now: zl_zimage_remove_loras keeps them */
     *out = p;
     return np;
 }

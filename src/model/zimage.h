@@ -40,6 +40,10 @@ typedef struct zl_zimage {
     struct zl_st *st;         /* kept open while weights point into it */
     void **owned;             /* buffers to free */
     int nowned, capowned;
+    int nowned_loaded;        /* how many of them the load made (the rest belong to applied LoRAs) */
+    int lora_merged;          /* some LoRA was merged into the weights (zl_zimage_remove_loras cannot undo it) */
+    struct zl_zundo *undo;    /* norm vectors and biases that applied LoRAs changed, with their old values */
+    int nundo;
 } zl_zimage;
 
 typedef struct {
@@ -56,6 +60,12 @@ void zl_zimage_free(zl_zimage *m);
  * unless `force`; `report` (may be NULL) receives "applied n/m tensors" per file. */
 int zl_zimage_apply_loras(zl_zimage *m, zl_lora **loras, const float *strengths, int n, int merge, int force,
                           void (*report)(const char *line));
+
+/* Removes every LoRA applied with merge = 0 (runtime branches, dense deltas, diff_b biases, diffs on norm
+ * vectors) and frees what they used, so the model computes exactly what it did when loaded: one load can
+ * serve several LoRA stacks in turn (compare). Fails, changing nothing, when a LoRA was merged (merge = 1
+ * or DoRA): merged weights cannot be restored bit for bit. */
+int zl_zimage_remove_loras(zl_zimage *m);
 
 /* out [16, H, W] = DiT(x [16, H, W], t, cap [L, cap_feat_dim]); t is the model time (1 − σ).
  * H and W must be even. Returns -1 with a message on bad shapes. */
