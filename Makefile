@@ -82,7 +82,7 @@ test-plain: zlora $(BUILD)/test_zlora zimage-weights
 
 test-asan: zimage-weights
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" build-asan/test_zlora zlora-asan
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
 	  ZLORA=./build-asan/zlora sh tests/run.sh build-asan/test_zlora asan
 
 zlora-asan: $(BUILD)/src/cli/main.o $(BUILD)/libzlora.a
