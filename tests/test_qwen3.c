@@ -10,6 +10,7 @@
 #include "model/qwen3.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -412,14 +413,9 @@ static unsigned byte_cp(unsigned b) {
     return 256 + r;
 }
 
-/* `debug te --prompt` on a model folder: text_encoder/ (tiny_b) and tokenizer/tokenizer.json, a
- * byte-level tokenizer without merges (id = byte) whose template tokens have ids 900 and 901. */
-TEST(qwen3_cli_debug_te_prompt) {
-    CHECK_MSG(weights_ready(), "tiny encoder weights missing");
-    char dir[512], p[700], cmd[1600], out[600];
-    snprintf(dir, sizeof dir, "%s/te_model", zl_test_dir());
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/tokenizer && ln -sfn \"$(pwd)/" DATA "/tiny_b/text_encoder\" %s/text_encoder", dir, dir);
-    CHECK(system(cmd) == 0);
+/* Writes a byte-level tokenizer.json without merges (id = byte) whose template tokens <|im_start|> and
+ * <|im_end|> have ids 900 and 901. */
+static int write_byte_tokenizer(const char *path) {
     zl_buf b = {0};
     zl_buf_puts(&b, "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":900,\"content\":\"<|im_start|>\",\"special\":true},"
                     "{\"id\":901,\"content\":\"<|im_end|>\",\"special\":true}],\"normalizer\":null,"
@@ -434,10 +430,21 @@ TEST(qwen3_cli_debug_te_prompt) {
         zl_buf_printf(&b, "%s\"%s\":%u", i ? "," : "", u, i);
     }
     zl_buf_puts(&b, ",\"<|im_start|>\":900,\"<|im_end|>\":901},\"merges\":[]}}");
-    snprintf(p, sizeof p, "%s/tokenizer/tokenizer.json", dir);
-    int wr = write_text(p, b.s);
+    int wr = write_text(path, b.s);
     zl_buf_free(&b);
-    CHECK(wr == 0);
+    return wr;
+}
+
+/* `debug te --prompt` on a model folder: text_encoder/ (tiny_b) and tokenizer/tokenizer.json, a
+ * byte-level tokenizer without merges (id = byte) whose template tokens have ids 900 and 901. */
+TEST(qwen3_cli_debug_te_prompt) {
+    CHECK_MSG(weights_ready(), "tiny encoder weights missing");
+    char dir[512], p[700], cmd[1600], out[600];
+    snprintf(dir, sizeof dir, "%s/te_model", zl_test_dir());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/tokenizer && ln -sfn \"$(pwd)/" DATA "/tiny_b/text_encoder\" %s/text_encoder", dir, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(p, sizeof p, "%s/tokenizer/tokenizer.json", dir);
+    CHECK(write_byte_tokenizer(p) == 0);
     snprintf(out, sizeof out, "%s/te_prompt.safetensors", zl_test_dir());
     char *argv[] = {"te", "--model", dir, "--weights", "f32", "--prompt", "a cat", "--out", out, NULL};
     int level = zl_log_level;
@@ -467,5 +474,83 @@ TEST(qwen3_cli_debug_te_prompt) {
     free(y);
     zl_qwen3_free(m);
     zl_st_close(st);
+}
+/* `debug random-te` (the writer of the full-size benchmark's encoder) at tiny sizes: the HF layout
+ * (config.json, shards named as the release's, an index naming all 35 tensors with the `model.` prefix),
+ * loads with zl_qwen3_load (config from config.json), encodes finite values in F32 and BF16 alike, and
+ * the copied tokenizer makes `debug te --prompt` work on the folder. */
+TEST(qwen3_random_te) {
+    char dir[512], dir16[512], tok[600], cmd[3000], out[600];
+    snprintf(dir, sizeof dir, "%s/rand_te", zl_test_dir());
+    snprintf(dir16, sizeof dir16, "%s/rand_te16", zl_test_dir());
+    snprintf(tok, sizeof tok, "%s/byte_tokenizer.json", zl_test_dir());
+    CHECK(write_byte_tokenizer(tok) == 0);
+    const char *sizes = "--hidden 64 --layers 3 --heads 4 --kv-heads 2 --head-dim 16 --inter 96 --vocab 1000";
+    snprintf(cmd, sizeof cmd, "%s -q debug random-te %s %s --dtype f32 --shards 3 --seed 7 --tokenizer %s 2>&1 && "
+             "%s -q debug random-te %s %s --shards 1 --seed 7 2>&1", zl_test_bin(), dir, sizes, tok, zl_test_bin(), dir16, sizes);
+    char *txt = NULL;
+    CHECK_MSG(zl_test_run(cmd, &txt) == 0, "%s", txt ? txt : "");
+    free(txt);
+    char p[700];
+    snprintf(p, sizeof p, "%s/text_encoder/model-00003-of-00003.safetensors", dir);
+    CHECK(zl_file_exists(p));
+    snprintf(p, sizeof p, "%s/text_encoder/model.safetensors", dir16);
+    CHECK(zl_file_exists(p));
+    snprintf(p, sizeof p, "%s/text_encoder/model.safetensors.index.json", dir);
+    zl_st *st;
+    CHECK_MSG(zl_st_open(p, &st) == 0, "%s", zl_last_error());
+    if (st) {
+        CHECK(zl_st_count(st) == 1 + 3 * 11 + 1);
+        CHECK(zl_st_find(st, "model.embed_tokens.weight") && zl_st_find(st, "model.norm.weight") &&
+              zl_st_find(st, "model.layers.2.self_attn.k_norm.weight") && zl_st_find(st, "model.layers.0.mlp.down_proj.weight"));
+        const zl_tensor_info *e = zl_st_find(st, "model.embed_tokens.weight");
+        CHECK(e && e->dtype == ZL_F32 && e->shape[0] == 1000 && e->shape[1] == 64);
+        zl_st_close(st);
+    }
+    zl_qwen3_opts o32 = {.weight_dtype = ZL_F32}, o16 = {.weight_dtype = ZL_BF16};
+    zl_qwen3 *a = NULL, *b = NULL;
+    CHECK_MSG(zl_qwen3_load(dir, &o32, &a) == 0, "%s", zl_last_error());
+    CHECK_MSG(zl_qwen3_load(dir16, &o16, &b) == 0, "%s", zl_last_error());
+    if (!a || !b) { zl_qwen3_free(a); zl_qwen3_free(b); return; }
+    CHECK(a->have_config_json && !strcmp(a->prefix, "model."));
+    CHECK(a->cfg.hidden == 64 && a->cfg.n_layers == 3 && a->cfg.n_heads == 4 && a->cfg.n_kv_heads == 2 && a->cfg.head_dim == 16 &&
+          a->cfg.ffn == 96 && a->cfg.vocab == 1000 && a->cfg.eps == 1e-6f && a->cfg.rope_theta == 1e6);
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = (int32_t)((i * 397 + 11) % 1000);
+    float ya[20 * 64], yb[20 * 64];
+    CHECK(zl_qwen3_encode(a, ids, 20, ya) == 0);
+    CHECK(zl_qwen3_encode(b, ids, 20, yb) == 0);
+    /* the same seed gives the same values (bf16-rounded in the second folder) */
+    double num = 0, den = 0;
+    int finite = 1;
+    for (int i = 0; i < 20 * 64; i++) {
+        finite &= isfinite(ya[i]) && isfinite(yb[i]);
+        num += ((double)ya[i] - yb[i]) * ((double)ya[i] - yb[i]);
+        den += (double)ya[i] * ya[i];
+    }
+    CHECK(finite && den > 0);
+    CHECK_MSG(sqrt(num / den) < 2e-2, "f32 vs bf16 folder: rel %.3g", sqrt(num / den));
+    zl_qwen3_free(a);
+    zl_qwen3_free(b);
+    /* the copied tokenizer: a prompt on the folder */
+    snprintf(out, sizeof out, "%s/rand_te_out.safetensors", zl_test_dir());
+    char *argv[] = {"te", "--model", dir, "--prompt", "a cat", "--out", out, NULL};
+    int level = zl_log_level;
+    zl_log_level = 0;
+    int rc = zl_cmd_debug_te(7, argv);
+    zl_log_level = level;
+    CHECK_MSG(rc == 0, "%s", zl_last_error());
+    /* usage: help, and errors with exit code 2 */
+    snprintf(cmd, sizeof cmd, "%s debug random-te --help", zl_test_bin());
+    CHECK(zl_test_run(cmd, &txt) == 0 && txt && strstr(txt, "random-te DIR") && strstr(txt, "--tokenizer"));
+    free(txt);
+    const char *bad[] = {"", "--heads 5 --kv-heads 2", "--shards 0", "--dtype f16", "--bogus"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "%s debug random-te %s %s 2>&1", zl_test_bin(), i ? dir : "", bad[i]);
+        txt = NULL;
+        int r = zl_test_run(cmd, &txt);
+        CHECK_MSG(r == 2, "'%s': exit %d: %s", bad[i], r, txt ? txt : "");
+        free(txt);
+    }
 }
 #endif

@@ -1,15 +1,14 @@
 /* cmd_debug.c — `zlora debug ...`: tools for tests, parity checks, demos and bug reports.
  *   sample-loras DIR   writes a few small LoRA files (several formats, adapters and model families)
  *   dit                runs the Z-Image transformer on tensors from a file (parity checks, bug reports)
+ *   random-dit, random-te  random checkpoints (cmd_random.c); tokenize, te, vae (their own files)
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
-#include <sys/stat.h>
-#include "base/progress.h"
 #include "base/base.h"
 #include "cli/cli.h"
+#include "cli/cmd_random.h"
 #include "cli/cmd_te.h"
 #include "cli/cmd_tokenize.h"
 #include "cli/cmd_vae.h"
@@ -228,160 +227,13 @@ done:
     return rc ? zl_cli_fail() : 0;
 }
 
-/* Writes a random Z-Image transformer in the diffusers layout (transformer/config.json, shards,
- * index), streaming, so a full-size 6.15B checkpoint can be made on a small machine. */
-static int cmd_random_dit(int argc, char **argv) {
-    const char *dir = NULL;
-    zl_dtype dt = ZL_BF16;
-    int shards = 1;
-    zl_zimage_config c;
-    zl_zimage_default_config(&c);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: zlora debug random-dit DIR [--dtype f32|bf16] [--shards N] [--dim D --layers N --refiners N --cap C --head H]\n"
-                   "  writes DIR/transformer/ (config.json, shards, index) with random weights; default: the 6.15B config\n");
-            return 0;
-        }
-        if (!strcmp(a, "--dtype") && i + 1 < argc) { const char *v = argv[++i]; dt = !strcmp(v, "f32") || !strcmp(v, "fp32") ? ZL_F32 : ZL_BF16; }
-        else if (!strcmp(a, "--shards") && i + 1 < argc) shards = atoi(argv[++i]);
-        else if (!strcmp(a, "--dim") && i + 1 < argc) c.dim = atoi(argv[++i]);
-        else if (!strcmp(a, "--layers") && i + 1 < argc) c.n_layers = atoi(argv[++i]);
-        else if (!strcmp(a, "--refiners") && i + 1 < argc) c.n_refiner = atoi(argv[++i]);
-        else if (!strcmp(a, "--cap") && i + 1 < argc) c.cap_feat_dim = atoi(argv[++i]);
-        else if (!strcmp(a, "--head") && i + 1 < argc) c.head_dim = atoi(argv[++i]);
-        else if (a[0] != '-' && !dir) dir = a;
-        else return zl_err("debug random-dit: unexpected argument '%s'", a), zl_cli_fail();
-    }
-    if (!dir || shards < 1 || c.dim < 8 || c.n_layers < 1 || c.head_dim < 8 || c.dim % c.head_dim || c.head_dim % 8)
-        return zl_err("debug random-dit: usage: zlora debug random-dit DIR (dim a multiple of head, head a multiple of 8)"), zl_cli_fail();
-    c.ffn = (int)(c.dim / 3.0 * 8);
-    c.adaln = c.dim < 256 ? c.dim : 256;
-    c.n_heads = c.dim / c.head_dim;
-    if (c.head_dim != 128) { c.axes_dims[0] = c.head_dim / 4; c.axes_dims[1] = c.axes_dims[2] = (c.head_dim - c.head_dim / 4) / 2; }
-    zl_zimage_module *mods;
-    int nm = zl_zimage_modules(&c, &mods);
-    /* tensor list: weights, biases, pad tokens; sorted by name */
-    int nt = 0;
-    zl_st_decl *d = zl_xcalloc((size_t)(2 * nm + 2), sizeof(zl_st_decl));
-    int64_t *shapes = zl_xcalloc((size_t)(2 * nm + 2) * 2, sizeof(int64_t));
-    char **names = zl_xcalloc((size_t)(2 * nm + 2), sizeof(char *));
-    int *fan = zl_xcalloc((size_t)(2 * nm + 2), sizeof(int)); /* in-width for scaling; 0: vector near 1; -1: bias/pad */
-    for (int i = 0; i < nm; i++) {
-        names[nt] = zl_xasprintf("%s.weight", mods[i].name);
-        shapes[2 * nt] = mods[i].out; shapes[2 * nt + 1] = mods[i].in;
-        d[nt] = (zl_st_decl){names[nt], dt, mods[i].type == ZL_MOD_LINEAR ? 2 : 1, &shapes[2 * nt]};
-        fan[nt] = mods[i].type == ZL_MOD_LINEAR ? mods[i].in : 0;
-        nt++;
-        if (mods[i].has_bias) {
-            names[nt] = zl_xasprintf("%s.bias", mods[i].name);
-            shapes[2 * nt] = mods[i].out;
-            d[nt] = (zl_st_decl){names[nt], dt, 1, &shapes[2 * nt]};
-            fan[nt] = -1;
-            nt++;
-        }
-    }
-    const char *pads[] = {"cap_pad_token", "x_pad_token"};
-    for (int k = 0; k < 2; k++) {
-        names[nt] = zl_xstrdup(pads[k]);
-        shapes[2 * nt] = 1; shapes[2 * nt + 1] = c.dim;
-        d[nt] = (zl_st_decl){names[nt], dt, 2, &shapes[2 * nt]};
-        fan[nt] = -1;
-        nt++;
-    }
-    free(mods);
-    /* sort by name (insertion sort on indices; a few hundred entries) */
-    int *ord = zl_xmalloc(sizeof(int) * (size_t)nt);
-    for (int i = 0; i < nt; i++) ord[i] = i;
-    for (int i = 1; i < nt; i++)
-        for (int j = i; j > 0 && strcmp(names[ord[j - 1]], names[ord[j]]) > 0; j--) { int x = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = x; }
-    zl_st_decl *sd = zl_xmalloc(sizeof(zl_st_decl) * (size_t)nt);
-    for (int i = 0; i < nt; i++) sd[i] = d[ord[i]];
-    char path[4200];
-    snprintf(path, sizeof path, "%s/transformer", dir);
-    int rc = 0;
-    if (!zl_is_dir(dir) && mkdir(dir, 0755)) rc = zl_err("cannot create %s", dir);
-    if (!rc && !zl_is_dir(path) && mkdir(path, 0755)) rc = zl_err("cannot create %s", path);
-    /* config.json */
-    if (!rc) {
-        char *cfg = zl_xasprintf("{\"_class_name\": \"ZImageTransformer2DModel\", \"all_f_patch_size\": [1], \"all_patch_size\": [2], "
-                                 "\"axes_dims\": [%d, %d, %d], \"axes_lens\": [1536, 512, 512], \"cap_feat_dim\": %d, \"dim\": %d, "
-                                 "\"in_channels\": 16, \"n_heads\": %d, \"n_kv_heads\": %d, \"n_layers\": %d, \"n_refiner_layers\": %d, "
-                                 "\"norm_eps\": 1e-05, \"qk_norm\": true, \"rope_theta\": 256.0, \"t_scale\": 1000.0}\n",
-                                 c.axes_dims[0], c.axes_dims[1], c.axes_dims[2], c.cap_feat_dim, c.dim, c.n_heads, c.n_heads,
-                                 c.n_layers, c.n_refiner);
-        snprintf(path, sizeof path, "%s/transformer/config.json", dir);
-        const void *parts[1] = {cfg};
-        size_t sizes[1] = {strlen(cfg)};
-        rc = zl_write_atomic(path, parts, sizes, 1);
-        free(cfg);
-    }
-    /* shards: split the sorted list into `shards` runs of about equal bytes */
-    uint64_t total = 0;
-    for (int i = 0; i < nt; i++) total += (uint64_t)sd[i].shape[0] * (sd[i].ndim > 1 ? (uint64_t)sd[i].shape[1] : 1) * zl_dtype_size(dt);
-    zl_buf idx = {0};
-    zl_buf_printf(&idx, "{\"metadata\": {\"total_size\": %llu}, \"weight_map\": {", (unsigned long long)total);
-    zl_rng r = {99};
-    size_t cap = 1 << 20;
-    float *f = zl_xmalloc(sizeof(float) * cap);
-    void *b = zl_xmalloc(4 * cap);
-    zl_progress pr;
-    zl_progress_start(&pr, "writing", (double)total / 1e6, "MB");
-    uint64_t done = 0;
-    int first = 0;
-    for (int sh = 0; sh < shards && !rc; sh++) {
-        int last = first;
-        uint64_t acc = 0, target = total / (uint64_t)shards;
-        while (last < nt && (sh == shards - 1 || acc < target)) {
-            acc += (uint64_t)sd[last].shape[0] * (sd[last].ndim > 1 ? (uint64_t)sd[last].shape[1] : 1) * zl_dtype_size(dt);
-            last++;
-        }
-        char fname[128];
-        if (shards == 1) snprintf(fname, sizeof fname, "diffusion_pytorch_model.safetensors");
-        else snprintf(fname, sizeof fname, "diffusion_pytorch_model-%05d-of-%05d.safetensors", sh + 1, shards);
-        snprintf(path, sizeof path, "%s/transformer/%s", dir, fname);
-        zl_st_stream st;
-        char *mk[1] = {"format"}, *mv[1] = {"pt"};
-        rc = zl_sts_begin(&st, path, sd + first, last - first, mk, mv, 1);
-        for (int i = first; i < last && !rc; i++) {
-            int orig = ord[i];
-            uint64_t ne = (uint64_t)sd[i].shape[0] * (sd[i].ndim > 1 ? (uint64_t)sd[i].shape[1] : 1);
-            float sc = fan[orig] > 0 ? 1.0f / sqrtf((float)fan[orig]) : 0.05f;
-            for (uint64_t e = 0; e < ne && !rc; e += cap) {
-                size_t n = ne - e < cap ? (size_t)(ne - e) : cap;
-                for (size_t k = 0; k < n; k++) f[k] = (fan[orig] == 0 ? 1.0f : 0.0f) + sc * (2 * zl_rng_uniform(&r) - 1);
-                zl_from_f32(b, f, dt, n);
-                rc = zl_sts_write(&st, b, n * zl_dtype_size(dt));
-                done += n * zl_dtype_size(dt);
-                zl_progress_update(&pr, (double)done / 1e6);
-            }
-            zl_buf_printf(&idx, "%s\"%s\": \"%s\"", i ? ", " : "", sd[i].name, fname);
-        }
-        if (rc) zl_sts_abort(&st);
-        else rc = zl_sts_end(&st);
-        first = last;
-    }
-    zl_buf_puts(&idx, "}}\n");
-    if (!rc && shards > 1) {
-        snprintf(path, sizeof path, "%s/transformer/diffusion_pytorch_model.safetensors.index.json", dir);
-        const void *parts[1] = {idx.s};
-        size_t sizes[1] = {idx.len};
-        rc = zl_write_atomic(path, parts, sizes, 1);
-    }
-    if (!rc) zl_progress_end(&pr, (double)done / 1e6);
-    zl_buf_free(&idx);
-    free(f); free(b); free(ord); free(sd); free(d); free(shapes); free(fan);
-    for (int i = 0; i < nt; i++) free(names[i]);
-    free(names);
-    return rc ? zl_cli_fail() : 0;
-}
-
 int zl_cmd_debug(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         printf("usage: zlora debug <tool> ...\n"
                "  sample-loras DIR   write small sample LoRA files (formats, adapters, a FLUX one, a broken one)\n"
                "  dit                run the Z-Image transformer on tensors from a file (see debug dit --help)\n"
                "  random-dit DIR     write a random Z-Image transformer (diffusers layout, streaming; full size by default)\n"
+               "  random-te DIR      write a random Qwen3 text encoder (HF layout, streaming; Qwen3-4B by default)\n"
                "  tokenize           token ids of prompts (see debug tokenize --help)\n"
                "  te                 prompt -> Qwen3 caption features, hidden_states[-2] (see debug te --help)\n"
                "  vae                FLUX.1 VAE encode / decode of tensors (see debug vae --help)\n"
@@ -401,7 +253,8 @@ int zl_cmd_debug(int argc, char **argv) {
     if (!strcmp(argv[1], "tokenize")) return zl_cmd_debug_tokenize(argc - 1, argv + 1);
     if (!strcmp(argv[1], "te")) return zl_cmd_debug_te(argc - 1, argv + 1);
     if (!strcmp(argv[1], "vae")) return zl_cmd_debug_vae(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "random-dit")) return cmd_random_dit(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "random-dit")) return zl_cmd_debug_random_dit(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "random-te")) return zl_cmd_debug_random_te(argc - 1, argv + 1);
     if (!strcmp(argv[1], "noise")) return zl_cmd_debug_noise(argc - 1, argv + 1);
     if (!strcmp(argv[1], "dit-grad")) return zl_cmd_debug_dit_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sigmas")) return zl_cmd_debug_sigmas(argc - 1, argv + 1);

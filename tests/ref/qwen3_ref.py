@@ -204,8 +204,10 @@ def T(a):
 
 
 def rmsnorm(x, w, eps):
-    var = x.pow(2).mean(-1, keepdim=True)
-    return w * (x * torch.rsqrt(var + eps))
+    """HF's Qwen3RMSNorm: computed in float32, the result cast back to x's dtype before the weight."""
+    xf = x.float()
+    var = xf.pow(2).mean(-1, keepdim=True)
+    return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -222,18 +224,25 @@ def rope_cos_sin(n, hd, theta):
     return emb.cos(), emb.sin()
 
 
-def forward_all(W, c, ids, theta=None, eps=None):
-    """All hidden states [emb, out_0, ..., out_{L-2}, norm(out_{L-1})] (HF's tuple), as torch tensors."""
+def forward_all(W, c, ids, theta=None, eps=None, layers=None):
+    """All hidden states [emb, out_0, ..., out_{L-2}, norm(out_{L-1})] (HF's tuple), as torch tensors.
+
+    W: numpy arrays (used as float32) or torch tensors (used as they are: float32, or bfloat16 to compute
+    as HF does in bf16: norms and softmax in float32, everything else in bf16).
+    layers: run only the first `layers` decoder layers and return [emb, out_0, ..., out_{layers-1}]
+    without the final norm (the last entry is hidden_states[-2] for layers = L-1; layer L-1 and
+    norm.weight need not be in W then)."""
     theta = c["rope_theta"] if theta is None else theta
     eps = c["eps"] if eps is None else eps
     H, KV, hd = c["heads"], c["kv_heads"], c["head_dim"]
     n = len(ids)
-    w = {k: T(v) for k, v in W.items()}
+    w = {k: v if torch.is_tensor(v) else T(v) for k, v in W.items()}
     x = w["embed_tokens.weight"][torch.from_numpy(np.asarray(ids, dtype=np.int64))]
-    cos, sin = rope_cos_sin(n, hd, theta)
-    mask = torch.full((n, n), float("-inf")).triu(1)
+    dt = x.dtype
+    cos, sin = (t.to(dt) for t in rope_cos_sin(n, hd, theta))
+    mask = torch.full((n, n), float("-inf")).triu(1).to(dt)
     hs = [x]
-    for i in range(c["layers"]):
+    for i in range(c["layers"] if layers is None else layers):
         p = "layers.%d." % i
         a = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
         q = (a @ w[p + "self_attn.q_proj.weight"].T).view(n, H, hd).transpose(0, 1)     # [H, n, hd]
@@ -246,13 +255,14 @@ def forward_all(W, c, ids, theta=None, eps=None):
         k = k.repeat_interleave(H // KV, dim=0)     # repeat_kv: q head h uses kv head h // (H/KV)
         v = v.repeat_interleave(H // KV, dim=0)
         s = (q @ k.transpose(1, 2)) / math.sqrt(hd) + mask
-        o = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(n, H * hd)
+        o = (torch.softmax(s, dim=-1, dtype=torch.float32).to(dt) @ v).transpose(0, 1).reshape(n, H * hd)
         h = x + o @ w[p + "self_attn.o_proj.weight"].T
         m = rmsnorm(h, w[p + "post_attention_layernorm.weight"], eps)
         x = h + (torch.nn.functional.silu(m @ w[p + "mlp.gate_proj.weight"].T) * (m @ w[p + "mlp.up_proj.weight"].T)) \
             @ w[p + "mlp.down_proj.weight"].T
         hs.append(x)
-    hs[-1] = rmsnorm(x, w["norm.weight"], eps)
+    if layers is None:
+        hs[-1] = rmsnorm(x, w["norm.weight"], eps)
     return hs
 
 
