@@ -284,8 +284,9 @@ TEST(train_samples_at_the_route_settings) {
     snprintf(extra, sizeof extra, "--route base --turbo-model %s --steps 2 --save-every 0 --sample-every 2 --sample-size 16", zl_test_tiny_model());
     /* train() passes --sample-every 0 first; the later flag wins */
     CHECK(train("samples", extra) == 0);
-    const char *want[] = {"step_000000_base30_p00.png", "step_000002_base30_p01.png", "step_000000_on-turbo8_p00.png", "step_000002_on-turbo8_p01.png"};
-    for (int i = 0; i < 4; i++) {
+    const char *want[] = {"step_000000_base30_p00.png", "step_000002_base30_p01.png", "step_000000_on-turbo8_p00.png", "step_000002_on-turbo8_p01.png",
+                          "step_000000_grid.png", "step_000002_grid.png"};
+    for (int i = 0; i < 6; i++) {
         char p[800];
         snprintf(p, sizeof p, "%s/samples/samples/%s", zl_test_dir(), want[i]);
         CHECK_MSG(zl_file_exists(p), "missing %s", p);

@@ -13,6 +13,7 @@
 #include "base/base.h"
 #include "base/progress.h"
 #include "gen/generate.h"
+#include "eval/grid.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "lora/lora.h"
@@ -379,7 +380,7 @@ static int load_checkpoint(run_t *r) {
 
 /* validation samples at the route's settings; the adapter (if any) is switched off meanwhile */
 /* The validation images of one model at one setting: prompt i with seed sample_seed + i. */
-static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double shift, const char *tag, const char *dir) {
+static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double shift, const char *tag, const char *dir, uint8_t **keep) {
     zl_train_opts *o = r->o;
     int f = zl_vae_factor(r->vae), h = o->sample_size / f, w = h, rc = 0;
     size_t n = (size_t)m->cfg.in_channels * (size_t)h * (size_t)w;
@@ -406,6 +407,11 @@ static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double 
             rc = zl_png_encode_rgb8(rgb, o->sample_size, o->sample_size, keys, vals, 1, &png, &np);
             if (rc == 0) { const void *parts[1] = {png}; rc = zl_write_atomic(path, parts, &np, 1); }
             free(png); free(par); free(path);
+            if (rc == 0 && keep) {
+                size_t nb = (size_t)o->sample_size * (size_t)o->sample_size * 3;
+                keep[i] = zl_xmalloc(nb);
+                memcpy(keep[i], rgb, nb);
+            }
         }
     }
     free(x);
@@ -419,17 +425,20 @@ static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double 
 static int sample_all(run_t *r, const char *tag) {
     zl_train_opts *o = r->o;
     if (!o->nprompts || !r->vae) return 0;
-    zl_val_setting vs[2];
+    zl_val_setting vs[3];
     int nv = 0;
     if (o->sample_steps > 0) vs[nv++] = (zl_val_setting){o->sample_steps, o->sample_guidance != 0.0f, o->sample_guidance, "custom"};
     else if (o->route == ZL_ROUTE_BASE) vs[nv++] = (zl_val_setting){30, 1, 3.0f, "base30"};
     else vs[nv++] = (zl_val_setting){8, 0, 0.0f, "turbo8"};
     if (o->route == ZL_ROUTE_TURBO_DIRECT && o->sample_steps <= 0) vs[nv++] = (zl_val_setting){30, 1, 1.0f, "30steps"};
+    int np = o->nprompts, rows = nv + (o->turbo_model && r->lora ? 1 : 0);
+    uint8_t **cells = zl_xcalloc((size_t)rows * (size_t)np, sizeof(uint8_t *));
     char *dir = zl_xasprintf("%s/samples", o->out);
     int rc = mkdir_p(dir);
     if (r->adapter) zl_zimage_lora_set_strength(r->m, r->adapter, 0.0f);
-    for (int v = 0; v < nv && rc == 0; v++) rc = sample_with(r, r->m, &vs[v], r->mp.shift, tag, dir);
+    for (int v = 0; v < nv && rc == 0; v++) rc = sample_with(r, r->m, &vs[v], r->mp.shift, tag, dir, cells + (size_t)v * np);
     if (r->adapter) zl_zimage_lora_set_strength(r->m, r->adapter, 1.0f);
+    zl_val_setting tv = {8, 0, 0.0f, "on-turbo8"};
     if (rc == 0 && o->turbo_model && r->lora) {
         zl_model_parts tp;
         zl_zimage *t = NULL;
@@ -438,11 +447,42 @@ static int sample_all(run_t *r, const char *tag) {
         if (rc == 0 && !tp.dit) rc = zl_err("--turbo-model %s: no transformer/", o->turbo_model);
         if (rc == 0) rc = zl_zimage_load(tp.dit, NULL, &t);
         if (rc == 0) rc = zl_zimage_apply_loras(t, &r->lora, &one, 1, 0, 0, NULL);
-        zl_val_setting tv = {8, 0, 0.0f, "on-turbo8"};
-        if (rc == 0) rc = sample_with(r, t, &tv, tp.shift, tag, dir);
+        if (rc == 0) rc = sample_with(r, t, &tv, tp.shift, tag, dir, cells + (size_t)nv * np);
         zl_zimage_free(t);
         zl_model_parts_free(&tp);
     }
+    if (rc == 0) { /* one grid per sampling: rows = settings, columns = prompts */
+        const char **rl = zl_xcalloc((size_t)rows, sizeof(char *)), **cl = zl_xcalloc((size_t)np, sizeof(char *));
+        char **own_l = zl_xcalloc((size_t)rows + (size_t)np, sizeof(char *));
+        for (int v = 0; v < rows; v++) {
+            const zl_val_setting *sv = v < nv ? &vs[v] : &tv;
+            own_l[v] = zl_xasprintf("%s\n%d steps, CFG %g%s", sv->label, sv->steps, sv->cfg_on ? (double)sv->guidance + 1 : 1.0,
+                                    v < nv && r->adapter ? ", adapter off" : "");
+            rl[v] = own_l[v];
+        }
+        for (int i = 0; i < np; i++) {
+            own_l[rows + i] = zl_utf8_valid(o->prompts[i], strlen(o->prompts[i])) ? zl_xstrdup(o->prompts[i]) : zl_xasprintf("prompt %d", i);
+            cl[i] = own_l[rows + i];
+        }
+        char *title = zl_xasprintf("%s, %s route, seeds %d..%d", tag, zl_route_name(o->route), o->sample_seed, o->sample_seed + np - 1);
+        zl_grid g = {title, rows, np, rl, cl, (const uint8_t *const *)cells, o->sample_size, o->sample_size};
+        uint8_t *rgb = NULL, *png = NULL;
+        int gw, gh;
+        size_t npng = 0;
+        if (zl_grid_render(&g, &rgb, &gw, &gh) == 0 && zl_png_encode_rgb8(rgb, gw, gh, NULL, NULL, 0, &png, &npng) == 0) {
+            char *path = zl_xasprintf("%s/%s_grid.png", dir, tag);
+            const void *parts[1] = {png};
+            if (zl_write_atomic(path, parts, &npng, 1)) zl_warn("%s", zl_last_error());
+            free(path);
+        } else {
+            zl_warn("sample grid: %s", zl_last_error());
+        }
+        free(rgb); free(png); free(title);
+        for (int k = 0; k < rows + np; k++) free(own_l[k]);
+        free(own_l); free(rl); free(cl);
+    }
+    for (int k = 0; k < rows * np; k++) free(cells[k]);
+    free(cells);
     free(dir);
     return rc;
 }
