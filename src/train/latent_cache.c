@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 #include "model/te_cache.h"
 #include "model/vae.h"
+#include "nn/ops.h"
 
 static char *entry(const char *dir, const char *vid, const zl_item *it, int flip) {
     uint64_t h = zl_hash64(vid, strlen(vid) + 1, 0x6c6174656e74ull);
@@ -68,6 +69,7 @@ int zl_latent_cache_fill(const zl_dataset *ds, const char *vae_path, const char 
     zl_vae_default_opts(&o);
     if (zl_vae_load(vae_path, &o, &vae)) { free(vid); return -1; }
     int fac = zl_vae_factor(vae), C = vae->cfg.latent_channels, done = 0;
+    zl_ops_auto_threads(vae->cfg.ch[vae->cfg.levels - 1] * 8); /* small VAEs (the nano one): one thread */
     zl_progress pr;
     zl_progress_start(&pr, "encoding latents", missing, "images");
     for (int i = 0; i < ds->n && rc == 0; i++)
