@@ -9,6 +9,7 @@ int zl_cmd_debug_noise(int argc, char **argv);  /* in cmd_generate.c */
 int zl_cmd_debug_sigmas(int argc, char **argv);
 int zl_cmd_info(int argc, char **argv);
 int zl_cmd_debug(int argc, char **argv);
+int zl_cmd_debug_nano_data(int argc, char **argv); /* in cmd_nano.c */
 int zl_cmd_bench(int argc, char **argv);
 int zl_cmd_convert_model(int argc, char **argv);
 int zl_cmd_score(int argc, char **argv);

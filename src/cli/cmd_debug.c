@@ -239,7 +239,8 @@ int zl_cmd_debug(int argc, char **argv) {
                "  vae                FLUX.1 VAE encode / decode of tensors (see debug vae --help)\n"
                "  noise              torch-compatible initial noise for a seed (see debug noise --help)\n"
                "  dit-grad           one training loss and the gradients of a LoRA's tensors (see debug dit-grad --help)\n"
-               "  sigmas             the sampling schedule: --steps N [--shift S] -> JSON array\n");
+               "  sigmas             the sampling schedule: --steps N [--shift S] -> JSON array\n"
+               "  nano-data          procedural shape scenes with captions for the nano models (see debug nano-data --help)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "sample-loras")) {
@@ -258,6 +259,7 @@ int zl_cmd_debug(int argc, char **argv) {
     if (!strcmp(argv[1], "noise")) return zl_cmd_debug_noise(argc - 1, argv + 1);
     if (!strcmp(argv[1], "dit-grad")) return zl_cmd_debug_dit_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sigmas")) return zl_cmd_debug_sigmas(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "nano-data")) return zl_cmd_debug_nano_data(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown debug tool '%s'\n", argv[1]);
     return 2;
 }

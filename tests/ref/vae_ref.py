@@ -314,7 +314,10 @@ def _import_torch():
 
 
 def T(W, n, dtype):
-    return torch.from_numpy(np.ascontiguousarray(W[n])).to(dtype)
+    v = W[n]
+    if torch.is_tensor(v):      # trainable parameters (models/nano/train_vae.py trains this model)
+        return v.to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(v)).to(dtype)
 
 
 def gn(W, p, x, groups, dtype):
