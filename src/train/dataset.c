@@ -153,7 +153,7 @@ int zl_dataset_scan(const char *dir, const zl_dataset_opts *o, zl_dataset *ds) {
         names[nn++] = zl_xstrdup(e->d_name);
     }
     closedir(d);
-    qsort(names, (size_t)nn, sizeof(char *), cmp_str);
+    if (nn) qsort(names, (size_t)nn, sizeof(char *), cmp_str); /* names is NULL when the folder has no image */
     int uses_trigger_tag = 0;
     for (int i = 0; i < nn; i++) {
         char *path = zl_xasprintf("%s/%s", dir, names[i]);
