@@ -158,6 +158,12 @@ def train(args, c, data, held):
     rng = np.random.default_rng(args.seed)
     N, S = data.shape[0], data.shape[1]
     W = init_params(c, args.seed)
+    if args.init:   # continue from a trained VAE (same architecture)
+        c0, W0 = load_vae(args.init)
+        assert c0["ch"] == c["ch"] and c0["layers"] == c["layers"] and c0["groups"] == c["groups"], "--init: another architecture"
+        for k in W:
+            W[k].data.copy_(torch.from_numpy(W0[k]))
+        print("starting from %s" % args.init)
     nparam = sum(p.numel() for p in W.values())
     print("nano VAE: ch %s, %d ResBlocks/level, GroupNorm %d, factor %d, %d parameters; %d training images %dx%d, "
           "%d held out" % (c["ch"], c["layers"], c["groups"], vae_ref.factor(c), nparam, N, S, S, len(held)), flush=True)
@@ -207,6 +213,7 @@ def main():
     ap.add_argument("--heldout", required=True, help="held-out images (another seed) for PSNR")
     ap.add_argument("--out", default=os.path.join(HERE, "vae"))
     ap.add_argument("--from", dest="src", help="no training: report on this vae/ folder (and write --golden)")
+    ap.add_argument("--init", help="start training from this vae/ folder's weights instead of random ones")
     ap.add_argument("--ch", default="32,32,64,64")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--groups", type=int, default=8)
