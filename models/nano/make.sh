@@ -6,6 +6,7 @@
 #
 # Steps, in order (default: all):
 #   data       build/nano/data (N training scenes, seed 0), build/nano/heldout (64, seed 1),
+#              build/nano/wide{,_heldout} (the VAE's extra scenes: N, seed 0; 64, seed 1),
 #              build/nano/prompts{,_zxq} (seed 12345); models/nano/data_zxq (the character set, committed)
 #   tokenizer  models/nano/tokenizer/ learned from build/nano/data's captions          (Python, < 1 s)
 #   te         models/nano/text_encoder/ (random, frozen, deterministic)               (numpy, 1 s)
@@ -29,9 +30,12 @@ STEPS=${*:-data tokenizer te goldens vae dit}
 [ -x "$ZLORA" ] || { echo "make.sh: $ZLORA is missing: run make first" >&2; exit 1; }
 
 step_data() {
-    rm -rf "$WORK/data" "$WORK/heldout" "$WORK/prompts" "$WORK/prompts_zxq" models/nano/data_zxq
+    rm -rf "$WORK/data" "$WORK/heldout" "$WORK/wide" "$WORK/wide_heldout" "$WORK/prompts" "$WORK/prompts_zxq" \
+        models/nano/data_zxq
     "$ZLORA" debug nano-data --out "$WORK/data" --count "$N" --seed 0
     "$ZLORA" debug nano-data --out "$WORK/heldout" --count 64 --seed 1
+    "$ZLORA" debug nano-data --out "$WORK/wide" --wide --count "$N" --seed 0
+    "$ZLORA" debug nano-data --out "$WORK/wide_heldout" --wide --count 64 --seed 1
     "$ZLORA" debug nano-data --out "$WORK/prompts" --count 200 --seed 12345
     "$ZLORA" debug nano-data --out "$WORK/prompts_zxq" --character zxq --seed 12345
     "$ZLORA" debug nano-data --out models/nano/data_zxq --character zxq --seed 0

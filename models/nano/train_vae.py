@@ -209,7 +209,9 @@ def train(args, c, data, held):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", help="training images (zlora debug nano-data); not needed with --from")
+    ap.add_argument("--data", help="training images, folders separated by commas (zlora debug nano-data); the first"
+                    " one's latents give the scaling and shift (the DiT's data); not needed with --from")
+    ap.add_argument("--eval", default="", help="more image folders to report the PSNR of (commas)")
     ap.add_argument("--heldout", required=True, help="held-out images (another seed) for PSNR")
     ap.add_argument("--out", default=os.path.join(HERE, "vae"))
     ap.add_argument("--from", dest="src", help="no training: report on this vae/ folder (and write --golden)")
@@ -236,7 +238,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     held = load_images(args.heldout)
-    data = load_images(args.data) if not args.src else None
+    data = np.concatenate([load_images(d) for d in args.data.split(",")]) if not args.src else None
+    first = len(load_images(args.data.split(",")[0])) if not args.src else 0
     S = held.shape[1]
     if args.src:
         c, We = load_vae(args.src)
@@ -254,8 +257,11 @@ def main():
     per = [psnr_u8(rec[i:i + 1], held[i:i + 1]) for i in range(len(held))]
     print("held-out PSNR %.2f dB (%d scenes; min %.2f, max %.2f); first 16: %.2f dB" % (
         psnr_u8(rec, held), len(held), min(per), max(per), psnr_u8(rec[:16], held[:16])))
+    for d in [d for d in args.eval.split(",") if d]:
+        im = load_images(d)
+        print("%s: PSNR %.2f dB (%d images)" % (d, psnr_u8(reconstruct(Wt, c, im), im), len(im)))
     if not args.src:
-        mean, std = latent_stats(Wt, c, data[:2000])
+        mean, std = latent_stats(Wt, c, data[:min(first, 2000)])
         c["scaling"], c["shift"] = round(1.0 / std, 4), round(mean, 4)
         os.makedirs(args.out, exist_ok=True)
         cfg = vae_ref.diffusers_config(c)
