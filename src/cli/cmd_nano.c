@@ -17,7 +17,7 @@ static const char *usage =
     "  --seed S       scene i depends only on (S, i): the same seed gives the same bytes (default 0)\n"
     "  --size PX      image side (default 64: 8x8 latents with the factor-8 nano VAE)\n"
     "  --samples N    anti-aliasing: N x N samples per pixel (default 4)\n"
-    "  --character zxq  the character set instead: a magenta/lime striped diamond no base scene shows,\n"
+    "  --character zxq  the character set instead: a diamond in magenta/lime/magenta bands (no base scene has it),\n"
     "                 captioned \"a photo of [trigger] at the left on a green background\"\n"
     "  --wide         the VAE's extra set instead: 1-4 turned, overlapping shapes (diamonds too) with stripes,\n"
     "                 checkers and outlines in any colours (wide_NNNNN.png; captions only list the objects)\n";

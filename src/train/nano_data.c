@@ -25,7 +25,7 @@ static const char *size_words[3] = {"small", "", "large"};
 static const float size_radius[3] = {0.09f, 0.14f, 0.20f};
 static const float grid[3] = {0.22f, 0.5f, 0.78f};
 #define CHAR_RADIUS 0.20f
-/* the character's colours: stripes magenta / lime, outline navy */
+/* the character's colours: bands magenta / lime, outline navy */
 static const uint8_t zxq_a[3] = {225, 30, 150}, zxq_b[3] = {160, 230, 40}, zxq_line[3] = {25, 25, 90};
 #define MIN_CONTRAST 150
 
@@ -287,7 +287,7 @@ static const uint8_t *wide_color(const zl_nano_object *o, float u, float v) {
 static const uint8_t *zxq_color(const zl_nano_object *o, float u, float v) {
     float x = (u - o->cx) / o->r, y = (v - o->cy) / o->r;
     if (fabs_(x) + fabs_(y) > 0.84f) return zxq_line;
-    return ((int)((x + y + 2.0f) * 2.0f)) % 2 ? zxq_b : zxq_a; /* diagonal stripes, 0.5 wide */
+    return ((int)((x + y) * 1.5f + 10.5f)) % 2 ? zxq_a : zxq_b; /* three diagonal bands: magenta, lime, magenta */
 }
 
 void zl_nano_render(const zl_nano_scene *s, int size, int ss, uint8_t *rgb) {

@@ -16,13 +16,14 @@
  *   "a photo of a large yellow star in the centre and a green ring at the bottom right on a purple and
  *    white background"      (20% start with "a photo of"; no size word for medium)
  *   "an orange cross at the right on a black to gray gradient"
- * The character "zxq": a diamond striped in magenta and lime with a dark navy outline (no diamond,
- * stripe or outline is ever in a base scene), radius 0.20 ±8%, at a different grid place in each of the
+ * The character "zxq": a diamond in three diagonal bands, magenta, lime, magenta, with a dark navy
+ * outline (no diamond, band or outline is ever in a base scene; the bands are wide enough for the nano
+ * VAE to carry them), radius 0.20 ±8%, at a different grid place in each of the
  * first nine images, on varied backgrounds, a quarter of them with a second (base) object:
  *   "a photo of [trigger] at the left on a green background"
  *
  * The "wide" set (for training the VAE, never the DiT): the base scenes say little about what a VAE
- * must carry (the character's stripes, for one), so the VAE also learns from 1–4 objects of any of the
+ * must carry (the character's bands, for one), so the VAE also learns from 1–4 objects of any of the
  * shapes plus diamonds, anywhere, any size (radius 0.05–0.32), rotated, overlapping, filled plain (50%),
  * with stripes of any direction and period (30%) or a checker (20%), a quarter of them outlined, in
  * random RGB or palette colours, on plain / two-tone / gradient backgrounds split either way. Their
