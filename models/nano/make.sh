@@ -12,11 +12,12 @@
 #   te         models/nano/text_encoder/ (random, frozen, deterministic)               (numpy, 1 s)
 #   goldens    tests/data/nano: JS tokenizer ids (needs node + `make deps`), the text encoder's and
 #              the VAE's reference outputs (need python3-torch)
-#   vae        models/nano/vae/ trained by models/nano/train_vae.py + its goldens      (torch, CPU, long)
+#   vae        models/nano/vae/ trained by models/nano/train_vae.py in three phases + its goldens
+#              (torch, one CPU thread: about 2 h 20 min on a busy 2-core machine)
 #   dit        TODO: the nano DiTs (base, turbo, training adapter, distill patch)
 #
 # Needs ./zlora (make), /usr/bin/python3 with numpy (and torch, Pillow for the VAE), node for the goldens.
-# Environment: NANO_COUNT (training scenes, default 4000), NANO_VAE_STEPS (default 2800),
+# Environment: NANO_COUNT (training scenes, default 4000), NANO_VAE_STEPS (phase 1, default 2800),
 # NANO_WORK (default build/nano), PYTHON, ZLORA.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -72,8 +73,13 @@ EOF
 }
 
 step_vae() {
-    "$PY" models/nano/train_vae.py --data "$WORK/data" --heldout "$WORK/heldout" --out models/nano/vae \
-        --steps "$VAE_STEPS" --golden tests/data/nano 2>&1 | tee "$WORK/train_vae.log"
+    # what made the committed VAE: phase 1 on the base scenes from random weights, then two phases on
+    # base + wide scenes, each starting from the one before (the last writes models/nano/vae + goldens)
+    V="$PY models/nano/train_vae.py --heldout $WORK/heldout --eval models/nano/data_zxq,$WORK/wide_heldout"
+    $V --data "$WORK/data" --out "$WORK/vae_phase1" --steps "$VAE_STEPS"
+    $V --data "$WORK/data,$WORK/wide" --init "$WORK/vae_phase1" --out "$WORK/vae_phase2" --steps 3000 --lr 1e-3
+    $V --data "$WORK/data,$WORK/wide" --init "$WORK/vae_phase2" --out models/nano/vae --steps 3000 --lr 6e-4 \
+        --golden tests/data/nano
 }
 
 step_dit() {
