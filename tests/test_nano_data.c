@@ -221,15 +221,15 @@ TEST(nano_data_character) {
         CHECK_MSG(!strncmp(cap, "a photo of [trigger] ", 21), "\"%s\"", cap);
         CHECK(s.obj[0].shape == ZL_NANO_ZXQ && strstr(cap, place_of(s.obj[0].cx, s.obj[0].cy)) == cap + 21);
         pos_seen[s.obj[0].pos]++;
-        /* the diamond's stripes around its centre: both colours, nothing else */
+        /* across the diamond's bands (along x = y): magenta, lime, magenta, nothing else */
         zl_nano_render(&s, size, 1, rgb);
         int a = 0, b = 0;
         for (int d = -4; d <= 4; d++) {
-            const uint8_t *p = px_at(rgb, size, s.obj[0].cx + d * 0.04f * s.obj[0].r, s.obj[0].cy);
+            const uint8_t *p = px_at(rgb, size, s.obj[0].cx + d * 0.1f * s.obj[0].r, s.obj[0].cy + d * 0.1f * s.obj[0].r);
             a += near_rgb(p, magenta, 0);
             b += near_rgb(p, lime, 0);
         }
-        CHECK_MSG(a + b == 9 && a > 0 && b > 0, "character %d: stripes %d + %d", i, a, b);
+        CHECK_MSG(a + b == 9 && a >= 2 && b >= 2, "character %d: bands %d + %d", i, a, b);
         /* a base scene never has it */
         zl_nano_scene base;
         zl_nano_scene_make(0, i, 0, &base);
@@ -265,4 +265,70 @@ TEST(nano_data_cli) {
     snprintf(cmd, sizeof cmd, "%s debug nano-data --count 3 2>&1", zl_test_bin());
     CHECK(zl_test_run(cmd, &out) == 2 && strstr(out, "--out"));
     free(out);
+}
+
+TEST(nano_data_wide) {
+    /* the VAE's extra set: every shape, diamonds, all fills and outlines, turned, up to four objects;
+     * deterministic, and apart from the base and character sets */
+    int shapes[ZL_NANO_DIAMOND + 1] = {0}, fills[3] = {0}, lined = 0, turned = 0, four = 0;
+    uint8_t *a = malloc(32 * 32 * 3), *b = malloc(32 * 32 * 3);
+    for (int i = 0; i < 200; i++) {
+        zl_nano_scene s, t, base;
+        zl_nano_scene_make(5, i, ZL_NANO_SET_WIDE, &s);
+        zl_nano_scene_make(5, i, ZL_NANO_SET_WIDE, &t);
+        zl_nano_scene_make(5, i, ZL_NANO_SET_BASE, &base);
+        CHECK(s.wide && !base.wide && s.nobj >= 1 && s.nobj <= 4);
+        CHECK(memcmp(&s, &t, sizeof s) == 0);
+        if (i < 10) {
+            zl_nano_render(&s, 32, 2, a);
+            zl_nano_render(&t, 32, 2, b);
+            CHECK(memcmp(a, b, 32 * 32 * 3) == 0);
+        }
+        four += s.nobj == 4;
+        for (int k = 0; k < s.nobj; k++) {
+            const zl_nano_object *o = &s.obj[k];
+            CHECK(o->wide && o->shape != ZL_NANO_ZXQ && o->shape >= 0 && o->shape <= ZL_NANO_DIAMOND);
+            CHECK(fabsf(o->ux * o->ux + o->uy * o->uy - 1) < 1e-5f && o->r >= 0.05f && o->r <= 0.32f);
+            shapes[o->shape]++;
+            fills[o->fill]++;
+            lined += o->line > 0;
+            turned += fabsf(o->uy) > 0.3f;
+        }
+        char *cap = zl_nano_caption(&s);
+        CHECK(!strncmp(cap, "wide: ", 6) && !strstr(cap, "[trigger]"));
+        free(cap);
+        for (int k = 0; k < base.nobj; k++) CHECK(!base.obj[k].wide && base.obj[k].fill == ZL_NANO_FILL_SOLID);
+    }
+    free(a);
+    free(b);
+    for (int k = 0; k <= ZL_NANO_DIAMOND; k++) CHECK(k == ZL_NANO_ZXQ || shapes[k] > 10);
+    CHECK(fills[0] > 50 && fills[1] > 50 && fills[2] > 20 && lined > 50 && turned > 100 && four > 20);
+    /* a striped object shows both of its colours */
+    zl_nano_scene s;
+    int found = 0;
+    for (int i = 0; i < 200 && !found; i++) {
+        zl_nano_scene_make(5, i, ZL_NANO_SET_WIDE, &s);
+        if (s.nobj == 1 && s.obj[0].fill == ZL_NANO_FILL_STRIPES && s.obj[0].line == 0 && s.obj[0].r > 0.2f &&
+            s.obj[0].shape != ZL_NANO_RING && s.obj[0].cx > 0.3f && s.obj[0].cx < 0.7f && s.obj[0].cy > 0.3f && s.obj[0].cy < 0.7f &&
+            memcmp(s.obj[0].rgb, s.obj[0].rgb2, 3))
+            found = 1;
+    }
+    CHECK(found);
+    uint8_t *px = malloc(128 * 128 * 3);
+    zl_nano_render(&s, 128, 1, px);
+    int c1 = 0, c2 = 0;
+    for (int y = 0; y < 128; y++)
+        for (int x = 0; x < 128; x++) {
+            const uint8_t *p = px + ((size_t)y * 128 + x) * 3;
+            c1 += !memcmp(p, s.obj[0].rgb, 3);
+            c2 += !memcmp(p, s.obj[0].rgb2, 3);
+        }
+    free(px);
+    CHECK(c1 > 20 && c2 > 20);
+    zl_nano_data_opts o;
+    zl_nano_data_default_opts(&o);
+    o.out = zl_test_dir();
+    o.wide = 1;
+    o.character = "zxq";
+    CHECK(zl_nano_data_write(&o) < 0);
 }

@@ -158,6 +158,12 @@ def train(args, c, data, held):
     rng = np.random.default_rng(args.seed)
     N, S = data.shape[0], data.shape[1]
     W = init_params(c, args.seed)
+    if args.init:   # continue from a trained VAE (same architecture)
+        c0, W0 = load_vae(args.init)
+        assert c0["ch"] == c["ch"] and c0["layers"] == c["layers"] and c0["groups"] == c["groups"], "--init: another architecture"
+        for k in W:
+            W[k].data.copy_(torch.from_numpy(W0[k]))
+        print("starting from %s" % args.init)
     nparam = sum(p.numel() for p in W.values())
     print("nano VAE: ch %s, %d ResBlocks/level, GroupNorm %d, factor %d, %d parameters; %d training images %dx%d, "
           "%d held out" % (c["ch"], c["layers"], c["groups"], vae_ref.factor(c), nparam, N, S, S, len(held)), flush=True)
@@ -203,10 +209,13 @@ def train(args, c, data, held):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", help="training images (zlora debug nano-data); not needed with --from")
+    ap.add_argument("--data", help="training images, folders separated by commas (zlora debug nano-data); the first"
+                    " one's latents give the scaling and shift (the DiT's data); not needed with --from")
+    ap.add_argument("--eval", default="", help="more image folders to report the PSNR of (commas)")
     ap.add_argument("--heldout", required=True, help="held-out images (another seed) for PSNR")
     ap.add_argument("--out", default=os.path.join(HERE, "vae"))
     ap.add_argument("--from", dest="src", help="no training: report on this vae/ folder (and write --golden)")
+    ap.add_argument("--init", help="start training from this vae/ folder's weights instead of random ones")
     ap.add_argument("--ch", default="32,32,64,64")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--groups", type=int, default=8)
@@ -229,7 +238,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     held = load_images(args.heldout)
-    data = load_images(args.data) if not args.src else None
+    data = np.concatenate([load_images(d) for d in args.data.split(",")]) if not args.src else None
+    first = len(load_images(args.data.split(",")[0])) if not args.src else 0
     S = held.shape[1]
     if args.src:
         c, We = load_vae(args.src)
@@ -247,8 +257,11 @@ def main():
     per = [psnr_u8(rec[i:i + 1], held[i:i + 1]) for i in range(len(held))]
     print("held-out PSNR %.2f dB (%d scenes; min %.2f, max %.2f); first 16: %.2f dB" % (
         psnr_u8(rec, held), len(held), min(per), max(per), psnr_u8(rec[:16], held[:16])))
+    for d in [d for d in args.eval.split(",") if d]:
+        im = load_images(d)
+        print("%s: PSNR %.2f dB (%d images)" % (d, psnr_u8(reconstruct(Wt, c, im), im), len(im)))
     if not args.src:
-        mean, std = latent_stats(Wt, c, data[:2000])
+        mean, std = latent_stats(Wt, c, data[:min(first, 2000)])
         c["scaling"], c["shift"] = round(1.0 / std, 4), round(mean, 4)
         os.makedirs(args.out, exist_ok=True)
         cfg = vae_ref.diffusers_config(c)
