@@ -191,6 +191,23 @@ int zl_zblock_backward(const zl_zimage_config *c, const zl_zblock *b, const floa
     return 0;
 }
 
+int zl_zblock_forward_save(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *y, int n,
+                           const float *cs, const float *cond, zl_zblock_bws *ws) {
+    if (n <= 0) return 0;
+    if (!ws || ws->n < n) return zl_err("zl_zblock_forward_save: no workspace for %d tokens", n);
+    block_recompute(c, b, x, n, cs, b->modulated ? cond : NULL, ws);
+    if (y) block_output(c, b, n, b->modulated, ws, y);
+    return 0;
+}
+
+int zl_zblock_backward_saved(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *dx, int n,
+                             const float *cs, const float *cond, float *dcond, zl_zblock_bws *ws) {
+    if (n <= 0) return 0;
+    if (!ws || ws->n < n) return zl_err("zl_zblock_backward_saved: no workspace for %d tokens", n);
+    block_backprop(c, b, x, dx, n, cs, b->modulated ? cond : NULL, dcond, ws);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the whole model */
 
 int zl_zimage_forward_backward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L,
