@@ -18,6 +18,9 @@
  * not built in or failing) x is rounded the same way and the fp32 paths below do the product, so the mode
  * means the same numbers everywhere. Branches and delta always use the unrounded x.
  *
+ * The backward's input gradient follows the same mode: dx = bf16(dy)·W by oneDNN (or dy rounded the same
+ * way, then the fp32 paths), branches and delta with the unrounded dy; parameter gradients stay fp32.
+ *
  * Nothing here runs an OpenMP region right before an sgemm: libgomp's idle workers spin for a few ms
  * (GOMP_SPINCOUNT) after a region, on the cores OpenBLAS's pthreads then need; converting a tile on the
  * calling thread is cheaper than that contention (measured: n = 128, 30 % faster).
@@ -339,6 +342,14 @@ static int linear_bf16_fast(float *y, const float *x, const zl_linear *L, int n,
     return rc;
 }
 
+/* dx (+)= bf16(dy)·W with a bf16 dot-product kernel; -1 (dx untouched) when none can run. */
+static int dx_bf16_fast(float *dx, const float *dy, const zl_linear *L, int n, int accumulate, int kern) {
+    if (kern != ZL_KERNELS_SIMD || bf16_backend == ZL_BF16_GEMM_EMULATE || !zl_ops_have_avx512bf16()) return -1;
+    int rc = zl_bf16_gemm_dx_dnnl_(dx, dy, (const uint16_t *)L->w, n, L->out, L->in, accumulate);
+    if (rc == 0) bf16_fast_calls++;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ zl_op_linear */
 
 void zl_op_linear(float *y, const float *x, const zl_linear *L, int n) {
@@ -384,8 +395,9 @@ adapters:
 
 /* dx [n, in] = beta·dx + dy·W for BF16 (or other non-F32) W read directly, without scratch beyond the stack:
  * threads split the columns of dx; each walks all rows o of W, converting DIRECT_CHUNK columns at a time,
- * and adds dy[r][o]·W[o][cols] into each row r. Used for small n and when no tile can be allocated. */
-static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, float beta) {
+ * and adds dy[r][o]·W[o][cols] into each row r. Used for small n and when no tile can be allocated.
+ * rdy: dy rounded to bf16 on the fly (bf16 compute without its kernel). */
+static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, float beta, int rdy) {
     int out = L->out, in = L->in;
     size_t esz = zl_dtype_size(L->dtype);
     int nchunk = (in + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
@@ -408,6 +420,7 @@ static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, flo
             }
             for (int r = 0; r < n; r++) {
                 float g = dy[(size_t)r * out + o];
+                if (rdy) g = bf16_round(g);
                 if (g == 0.0f) continue;
                 float *d = dx + (size_t)r * in + i0;
 #pragma omp simd
@@ -540,14 +553,21 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         if (out <= 0) {
             if (!accumulate) memset(dx, 0, sizeof(float) * (size_t)n * (size_t)in);
         } else {
+            int rdy = bf16_gemm_on && L->dtype == ZL_BF16; /* bf16 compute: dy rounded to bf16 */
             if (L->dtype == ZL_F32) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, (const float *)L->w,
                             in, beta, dx, in);
-            } else {
+            } else if (!rdy || dx_bf16_fast(dx, dy, L, n, accumulate, kern)) {
                 int dmax = zl_ops_bf16_direct_max_n_();
                 if (dmax < 0) dmax = DIRECT_MAX_N;
-                if (kern == ZL_KERNELS_FALLBACK || n <= dmax || dx_tiled(dx, dy, L, n, beta, kern))
-                    dx_direct(dx, dy, L, n, beta);
+                /* bf16 compute without its kernel: the same rounding of dy, then the fp32 product (the direct
+                 * path rounds on the fly when the rounded copy cannot be allocated) */
+                float *dyr = NULL;
+                if (rdy && kern != ZL_KERNELS_FALLBACK && n > dmax && (dyr = malloc(sizeof(float) * (size_t)n * (size_t)out)))
+                    round_x(dyr, dy, (size_t)n * (size_t)out, 0, kern == ZL_KERNELS_SIMD, 0);
+                if (kern == ZL_KERNELS_FALLBACK || n <= dmax || (rdy && !dyr) || dx_tiled(dx, dyr ? dyr : dy, L, n, beta, kern))
+                    dx_direct(dx, dy, L, n, beta, rdy);
+                free(dyr);
             }
             for (int i = 0; i < L->nbranch; i++) {
                 const zl_branch *b = &L->branch[i];
