@@ -24,6 +24,7 @@ usage: train_block_torch.py --tokens T --dtype f32|bf16|autocast [--rank R] [--i
 """
 import argparse, json, math, os, resource, sys, time
 import torch
+import torch.utils.checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
