@@ -12,7 +12,8 @@
  *   recomputed on the way back   a0 = rmsnorm(x), a1 = a0·(1+scale) (attention input), b0, b1 (FFN input),
  *                                p1 = rmsnorm(p), f1 = rmsnorm(f): cheap row operations, not stored
  *   temporaries                  t1, g1 [n, dim]; the gradients of q, k, v reuse buffers freed by then
- * so 11·n·dim + 3·n·ffn floats, whatever the depth of the model.
+ * so 11·n·dim + 3·n·ffn floats, whatever the depth of the model. The last main layer is not recomputed:
+ * the forward leaves its activations in the workspace.
  */
 #include "zimage.h"
 #include "zimage_internal.h"
@@ -327,7 +328,8 @@ int zl_zimage_forward_backward(zl_zimage *m, const float *x, int H, int W, float
     }
     for (int i = NL - 1; i >= 0; i--) {
         if (!run_l[i]) break; /* nothing trainable at or before this layer */
-        block_recompute(c, &m->layers[i], in_l[i], N, cs, cond, ws);
+        /* the last layer's activations are still in ws from the forward (the final layer does not use ws) */
+        if (i < NL - 1) block_recompute(c, &m->layers[i], in_l[i], N, cs, cond, ws);
         block_backprop(c, &m->layers[i], in_l[i], du, N, cs, cond, need_dcond ? dcond : NULL, ws);
     }
     float *dci = du + (size_t)Np * d;
