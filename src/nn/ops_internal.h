@@ -38,8 +38,11 @@ int zl_ops_have_avx512bf16(void);
  * kernels are SIMD; EMULATE the fp32 kernels with the same roundings. Separate from the linear backend.
  * For tests and benchmarks. */
 void zl_ops_set_attention_bf16_backend(int backend);
-/* How many zl_op_attention calls so far ran on the AVX512_BF16 kernel (for tests; not atomic). */
+/* How many zl_op_attention calls so far ran on the AVX512_BF16 kernel (for tests; not atomic). The backend
+ * applies to zl_op_attention_backward too; its count is zl_ops_attention_backward_bf16_fast_calls. */
 long zl_ops_attention_bf16_fast_calls(void);
+long zl_ops_attention_backward_bf16_fast_calls(void);
+int zl_ops_attention_bf16_backend_(void);
 
 /* ---- shared between ops.c, linear.c and attention.c ---- */
 /* The family to run now: ZL_KERNELS_SIMD (internal value 3), GENERIC or FALLBACK. */
