@@ -463,9 +463,10 @@ typedef struct {
 } bscratch;
 
 /* d_up += scale·dyᵀ·(x·downᵀ) and d_down += scale·(dy·up)ᵀ·x, in chunks of rows and ranks that fit s (two
- * blocks of rows × ranks). */
-static void branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
-                               const bscratch *s) {
+ * blocks of rows × ranks). Returns dy·up [n, r] (in s) when d_down needed it and one chunk held all of it,
+ * for branch_dx to reuse; else NULL. */
+static const float *branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
+                                       const bscratch *s) {
     int r = b->r;
     int rc = (size_t)r < s->cap / 2 ? r : (int)(s->cap / 2);
     size_t nrows = s->cap / (2 * (size_t)rc);
@@ -490,11 +491,17 @@ static void branch_param_grads(const float *dy, const float *x, const zl_branch 
             }
         }
     }
+    return b->d_down && rc == r && nr == n ? u : NULL;
 }
 
-/* dx += scale·(dy·up)·down, in chunks that fit s. */
-static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s) {
+/* dx += scale·(dy·up)·down, in chunks that fit s; dyup: dy·up [n, r] already computed (or NULL). */
+static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s,
+                      const float *dyup) {
     int r = b->r;
+    if (dyup) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, r, b->scale, dyup, r, b->down, in, 1.0f, dx, in);
+        return;
+    }
     int rc = (size_t)r < s->cap ? r : (int)s->cap;
     size_t nrows = s->cap / (size_t)rc;
     int nr = nrows > (size_t)n ? n : (int)nrows;
@@ -541,11 +548,18 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         s.p = heap;
         s.cap = want;
     }
-    /* 1. branch parameter gradients: every read of x happens here, before dx is written */
+    /* 1. branch parameter gradients: every read of x happens here, before dx is written; dy·up of the last
+     * branch stays in the scratch for its dx term when it fitted whole */
+    const float *dyup = NULL;
+    int dyup_of = -1;
     if (out > 0 && trainable)
         for (int i = 0; i < L->nbranch; i++) {
             const zl_branch *b = &L->branch[i];
-            if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) branch_param_grads(dy, x, b, n, in, out, &s);
+            if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) {
+                const float *u = branch_param_grads(dy, x, b, n, in, out, &s);
+                dyup = u;
+                dyup_of = u ? i : -1;
+            }
         }
     /* 2. dx = dy·W (+ adapters) */
     if (dx) {
@@ -571,7 +585,7 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
             }
             for (int i = 0; i < L->nbranch; i++) {
                 const zl_branch *b = &L->branch[i];
-                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s);
+                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s, i == dyup_of ? dyup : NULL);
             }
             if (L->delta)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, L->delta, in, 1.0f,
