@@ -242,6 +242,104 @@ TEST(ops_linear_bf16_gemm) {
     if (zl_ops_have_avx512bf16() && zl_bf16_gemm_dnnl_available_()) CHECK(zl_ops_bf16_fast_calls() > fast0);
 }
 
+/* The backward in the bf16 mode: dx = bf16(dy)·W (+ acc), the adapters' terms with the exact dy. */
+static double *linear_dx_ref(const float *dy, const float *w, const zl_branch *br, int nbr, const float *delta, int n,
+                             int in, int out, int round_dy) {
+    double *dx = calloc((size_t)n * in, sizeof(double));
+    for (int r = 0; r < n; r++)
+        for (int o = 0; o < out; o++) {
+            double g = dy[(size_t)r * out + o], gr = round_dy ? zl_bf16_to_f32(zl_f32_to_bf16((float)g)) : g;
+            for (int i = 0; i < in; i++) {
+                double s = gr * w[(size_t)o * in + i];
+                if (delta) s += g * delta[(size_t)o * in + i];
+                dx[(size_t)r * in + i] += s;
+            }
+        }
+    for (int b = 0; b < nbr; b++)
+        for (int r = 0; r < n; r++)
+            for (int k = 0; k < br[b].r; k++) {
+                double t = 0;
+                for (int o = 0; o < out; o++) t += (double)dy[(size_t)r * out + o] * br[b].up[(size_t)o * br[b].r + k];
+                for (int i = 0; i < in; i++) dx[(size_t)r * in + i] += br[b].scale * t * br[b].down[(size_t)k * in + i];
+            }
+    return dx;
+}
+
+static double bf16_dx_case(zl_rng *g, int n, int in, int out, int adapters, int all_modes, char *what) {
+    float *dy = randv(g, (size_t)n * out, 1), *w = randv(g, (size_t)out * in, 1.0f / sqrtf((float)in));
+    float *delta = adapters ? randv(g, (size_t)out * in, 0.1f) : NULL;
+    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)out * in);
+    for (size_t i = 0; i < (size_t)out * in; i++) { wb[i] = zl_f32_to_bf16(w[i]); w[i] = zl_bf16_to_f32(wb[i]); }
+    int ranks[2] = {3, 120};
+    float scales[2] = {0.7f, -0.05f};
+    zl_branch br[2];
+    for (int k = 0; k < 2; k++)
+        br[k] = (zl_branch){randv(g, (size_t)ranks[k] * in, 0.3f), randv(g, (size_t)out * ranks[k], 0.3f), ranks[k],
+                            scales[k], NULL, NULL};
+    int nbr = adapters ? 2 : 0;
+    double *ref = linear_dx_ref(dy, w, br, nbr, delta, n, in, out, 1);
+    double *exact = linear_dx_ref(dy, w, br, nbr, delta, n, in, out, 0);
+    zl_linear L = {ZL_BF16, wb, out, in, NULL, br, nbr, delta, NULL, NULL};
+    size_t nx = (size_t)n * in;
+    float *dx = malloc(sizeof(float) * nx);
+    double worst = 0;
+    zl_ops_set_bf16_gemm(1);
+    for (int m = 0; m < (all_modes ? 3 : 1); m++)
+        for (int v = 0; v < (all_modes ? 3 : 1); v++)
+            for (int be = 0; be < 2; be++)
+                for (int acc = 0; acc < 2; acc++) {
+                    zl_ops_set_kernels(modes[m]);
+                    zl_ops_set_bf16_tile_rows(v == 1 ? 16 : 0);
+                    zl_ops_set_bf16_direct_max_n(v == 2 ? 1 << 30 : -1);
+                    zl_ops_set_bf16_gemm_backend(bf16_backends[be]);
+                    /* accumulate: dx starts at 1 and 1 is taken off again; else NaN (must be overwritten) */
+                    for (size_t i = 0; i < nx; i++) dx[i] = acc ? 1.0f : NAN;
+                    zl_op_linear_backward(dx, dy, NULL, &L, n, acc);
+                    if (acc)
+                        for (size_t i = 0; i < nx; i++) dx[i] -= 1.0f;
+                    double e = maxerr(dx, ref, nx);
+                    if (!(e <= worst)) {
+                        worst = e;
+                        sprintf(what, "dx n %d in %d out %d: mode %s variant %d backend %d accumulate %d", n, in, out,
+                                mode_name[m], v, bf16_backends[be], acc);
+                    }
+                }
+    /* the rounding is real: the result is measurably off the exact product */
+    zl_ops_set_kernels(ZL_KERNELS_AUTO);
+    zl_ops_set_bf16_gemm_backend(ZL_BF16_GEMM_AUTO);
+    zl_op_linear_backward(dx, dy, NULL, &L, n, 0);
+    if (maxerr(dx, exact, nx) < 1e-4) {
+        worst = 1;
+        sprintf(what, "dx n %d in %d out %d: dy was not rounded", n, in, out);
+    }
+    zl_ops_set_bf16_gemm(0);
+    reset_kernels();
+    zl_op_linear_backward(dx, dy, NULL, &L, n, 0); /* off again: the exact product */
+    double e = maxerr(dx, exact, nx);
+    if (!(e < 5e-6) && !(worst > e)) {
+        worst = e;
+        sprintf(what, "dx n %d in %d out %d: mode off is not exact", n, in, out);
+    }
+    free(dy); free(w); free(delta); free(wb); free(ref); free(exact); free(dx);
+    for (int k = 0; k < 2; k++) { free((void *)br[k].down); free((void *)br[k].up); }
+    return worst;
+}
+
+TEST(ops_linear_backward_bf16_gemm) {
+    zl_rng g = {43};
+    long fast0 = zl_ops_bf16_fast_calls();
+    char what[200] = "";
+    int ns[] = {37, 16, 5, 1};
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        double e = bf16_dx_case(&g, ns[k], 70, 45, 1, 1, what);
+        CHECK(zl_ops_bf16_gemm() == 0);
+        CHECK_MSG(e < 1e-5, "%g (%s)", e, what);
+    }
+    double e = bf16_dx_case(&g, 300, 1000, 3840, 0, 0, what);
+    CHECK_MSG(e < 1e-5, "%g (%s)", e, what);
+    if (zl_ops_have_avx512bf16() && zl_bf16_gemm_dnnl_available_()) CHECK(zl_ops_bf16_fast_calls() > fast0);
+}
+
 /* ------------------------------------------------------------------ norms and elementwise */
 
 TEST(ops_rmsnorm_layernorm) {

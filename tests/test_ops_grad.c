@@ -709,6 +709,135 @@ TEST(grad_attention) {
     }
 }
 
+/* bf16 compute (zl_ops_set_bf16_gemm) in the attention backward: q, k, v, dO rounded to bf16 for every
+ * product, P and dS rounded before theirs, D = Σ dO∘O from the unrounded dO. Checked against a double
+ * reference that rounds q, k, v, dO but not P and dS (their rounding is what the tolerance covers), across
+ * kernel families and both backends (the AVX512_BF16 kernel and the emulation on the fp32 kernels must
+ * agree up to fp32 summation order), against the fp32 mode (measurably different) and mode off afterwards
+ * (bit for bit the fp32 result). */
+static double rel2(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double rel2f(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float r16(float x) { return zl_bf16_to_f32(zl_f32_to_bf16(x)); }
+
+static void att_bwd_ref_bf16(double *dq, double *dk, double *dv, const float *q, const float *k, const float *v,
+                             const float *g, const float *o, const float *lse, int nq, int nk, int hq, int hkv, int hd,
+                             int causal) {
+    size_t qs = (size_t)hq * hd, ks = (size_t)hkv * hd;
+    double scale = 1.0 / sqrt((double)hd);
+    memset(dq, 0, sizeof(double) * nq * qs);
+    memset(dk, 0, sizeof(double) * nk * ks);
+    memset(dv, 0, sizeof(double) * nk * ks);
+    for (int h = 0; h < hq; h++) {
+        int kvh = h / (hq / hkv);
+        for (int i = 0; i < nq; i++) {
+            float l = lse[(size_t)h * nq + i];
+            if (isinf(l)) continue;
+            const float *qi = q + i * qs + h * hd, *gi = g + i * qs + h * hd, *oi = o + i * qs + h * hd;
+            double D = 0;
+            for (int d = 0; d < hd; d++) D += (double)gi[d] * oi[d];
+            for (int j = 0; j < nk; j++) {
+                if (causal && j > i + (nk - nq)) break;
+                const float *kj = k + j * ks + kvh * hd, *vj = v + j * ks + kvh * hd;
+                double sc = 0, dp = 0;
+                for (int d = 0; d < hd; d++) {
+                    sc += (double)r16(qi[d]) * r16(kj[d]);
+                    dp += (double)r16(gi[d]) * r16(vj[d]);
+                }
+                double p = exp(sc * scale - l), ds = p * (dp - D);
+                for (int d = 0; d < hd; d++) {
+                    dq[i * qs + h * hd + d] += scale * ds * r16(kj[d]);
+                    dk[j * ks + kvh * hd + d] += scale * ds * r16(qi[d]);
+                    dv[j * ks + kvh * hd + d] += p * r16(gi[d]);
+                }
+            }
+        }
+    }
+}
+
+TEST(grad_attention_bf16) {
+    struct { int nq, nk, hq, hkv, hd, causal; } cs[] = {
+        {37, 45, 4, 2, 13, 0},  {37, 45, 4, 2, 13, 1},   {70, 131, 3, 1, 16, 1}, {70, 131, 3, 1, 16, 0},
+        {45, 37, 2, 2, 8, 1},   {65, 65, 2, 2, 7, 0},    {131, 257, 2, 2, 128, 0}, {130, 301, 2, 1, 128, 1},
+    };
+    const int backends[2] = {ZL_BF16_GEMM_AUTO, ZL_BF16_GEMM_EMULATE};
+    long fast0 = zl_ops_attention_backward_bf16_fast_calls();
+    for (size_t t = 0; t < sizeof cs / sizeof *cs; t++) {
+        int nq = cs[t].nq, nk = cs[t].nk, hq = cs[t].hq, hkv = cs[t].hkv, hd = cs[t].hd, causal = cs[t].causal;
+        zl_rng g = {660 + t};
+        size_t no = (size_t)nq * hq * hd, nkv = (size_t)nk * hkv * hd, n[3] = {no, nkv, nkv};
+        float *q = randf(&g, no, 1.2f), *k = randf(&g, nkv, 1.2f), *v = randf(&g, nkv, 1), *dy = randf(&g, no, 1);
+        float *o = fzeros(no), *lse = fzeros((size_t)hq * nq);
+        float *r[3], *f32[3], *b[3], *ref[3];
+        double *dref[3];
+        for (int i = 0; i < 3; i++) {
+            r[i] = fzeros(n[i]); f32[i] = fzeros(n[i]); b[i] = fzeros(n[i]); ref[i] = fzeros(n[i]);
+            dref[i] = malloc(sizeof(double) * n[i]);
+        }
+        zl_ops_set_bf16_gemm(1);
+        zl_op_attention(o, q, k, v, nq, nk, hq, hkv, hd, causal, lse); /* as a block's recompute in bf16 mode */
+        zl_ops_set_bf16_gemm(0);
+        zl_op_attention_backward(f32[0], f32[1], f32[2], dy, q, k, v, o, lse, nq, nk, hq, hkv, hd, causal);
+        att_bwd_ref_bf16(dref[0], dref[1], dref[2], q, k, v, dy, o, lse, nq, nk, hq, hkv, hd, causal);
+        double worst_ref = 0, worst_same = 0, min_f32 = 1;
+        char what[200] = "", what2[200] = "";
+        zl_ops_set_bf16_gemm(1);
+        for (int m = 0; m < 3; m++)
+            for (int be = 0; be < 2; be++) {
+                zl_ops_set_kernels(kmodes[m]);
+                zl_ops_set_attention_bf16_backend(backends[be]);
+                for (int i = 0; i < 3; i++)
+                    for (size_t j = 0; j < n[i]; j++) b[i][j] = NAN;
+                zl_op_attention_backward(b[0], b[1], b[2], dy, q, k, v, o, lse, nq, nk, hq, hkv, hd, causal);
+                if (m == 0 && be == 0)
+                    for (int i = 0; i < 3; i++) memcpy(ref[i], b[i], sizeof(float) * n[i]);
+                for (int i = 0; i < 3; i++) {
+                    double e = rel2(b[i], dref[i], n[i]), s = rel2f(b[i], ref[i], n[i]), f = rel2f(b[i], f32[i], n[i]);
+                    if (!(e <= worst_ref)) {
+                        worst_ref = e;
+                        sprintf(what, "output %d mode %s backend %d: %g", i, kname[m], be, e);
+                    }
+                    if (!(s <= worst_same)) {
+                        worst_same = s;
+                        sprintf(what2, "output %d mode %s backend %d: %g", i, kname[m], be, s);
+                    }
+                    if (f < min_f32) min_f32 = f;
+                }
+            }
+        zl_ops_set_bf16_gemm(0);
+        zl_ops_set_attention_bf16_backend(ZL_BF16_GEMM_AUTO);
+        zl_ops_set_kernels(ZL_KERNELS_AUTO);
+        if (getenv("ZL_TEST_VERBOSE"))
+            fprintf(stderr, "case %zu: vs ref %g (%s), variants %g (%s), min vs f32 %g\n", t, worst_ref, what, worst_same, what2,
+                    min_f32);
+        CHECK_MSG(worst_ref < 8e-3, "case %zu (%d,%d,%d,%d,%d,causal %d): vs the reference %s", t, nq, nk, hq, hkv, hd,
+                  causal, what);
+        CHECK_MSG(worst_same < 3e-4, "case %zu: the kernels disagree: %s", t, what2);
+        CHECK_MSG(min_f32 > 1e-4, "case %zu: bf16 mode = fp32 mode (rel L2 %g)", t, min_f32);
+        /* off again: bit for bit the fp32 result */
+        zl_op_attention_backward(b[0], b[1], b[2], dy, q, k, v, o, lse, nq, nk, hq, hkv, hd, causal);
+        for (int i = 0; i < 3; i++) CHECK_MSG(memcmp(b[i], f32[i], sizeof(float) * n[i]) == 0, "case %zu: mode off changed %d", t, i);
+        free(q); free(k); free(v); free(dy); free(o); free(lse);
+        for (int i = 0; i < 3; i++) { free(r[i]); free(f32[i]); free(b[i]); free(ref[i]); free(dref[i]); }
+    }
+    if (zl_ops_have_simd() && zl_ops_have_avx512bf16()) CHECK(zl_ops_attention_backward_bf16_fast_calls() > fast0);
+}
+
 /* The blocked (threaded) and the serial row version agree closely at a size where every task runs on
  * several threads and many blocks: a determinism and race check more than an accuracy one. */
 TEST(grad_attention_blocked_vs_serial) {

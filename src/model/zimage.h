@@ -128,6 +128,18 @@ zl_zblock_bws *zl_zblock_bws_new(const zl_zimage_config *c, int ws_tokens);
 void zl_zblock_bws_free(zl_zblock_bws *ws);
 int zl_zblock_backward(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *dx, int n,
                        const float *cs, const float *cond, float *dcond, zl_zblock_bws *ws);
+/* The two halves of zl_zblock_backward, for callers that can keep one block's activations (ws required,
+ * for at least n tokens). zl_zblock_forward_save runs the block's forward from x [n, dim] (read only)
+ * into ws, keeping what the backward needs, and writes the block's output to y [n, dim] (NULL: not
+ * formed; y must not alias x). zl_zblock_backward_saved then does what zl_zblock_backward does after its
+ * recomputation, reading ws as zl_zblock_forward_save left it (same b, x, n, cs, cond; ws untouched in
+ * between). zl_zblock_backward = zl_zblock_forward_save (y NULL) + zl_zblock_backward_saved; the pair
+ * without a separate forward is a block's training step without recomputation (what autograd does by
+ * keeping the activations). Return -1 when ws is missing or too small. */
+int zl_zblock_forward_save(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *y, int n,
+                           const float *cs, const float *cond, zl_zblock_bws *ws);
+int zl_zblock_backward_saved(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *dx, int n,
+                             const float *cs, const float *cond, float *dcond, zl_zblock_bws *ws);
 
 /* One sample's forward and backward for training: out = DiT(x [16, H, W], t, cap [L, cap_feat_dim]) exactly
  * as zl_zimage_forward computes it, *loss = mean((out − target)²) over the 16·H·W elements (flow matching:

@@ -12,7 +12,8 @@
  *   recomputed on the way back   a0 = rmsnorm(x), a1 = a0·(1+scale) (attention input), b0, b1 (FFN input),
  *                                p1 = rmsnorm(p), f1 = rmsnorm(f): cheap row operations, not stored
  *   temporaries                  t1, g1 [n, dim]; the gradients of q, k, v reuse buffers freed by then
- * so 11·n·dim + 3·n·ffn floats, whatever the depth of the model.
+ * so 11·n·dim + 3·n·ffn floats, whatever the depth of the model. The last main layer is not recomputed:
+ * the forward leaves its activations in the workspace.
  */
 #include "zimage.h"
 #include "zimage_internal.h"
@@ -191,6 +192,23 @@ int zl_zblock_backward(const zl_zimage_config *c, const zl_zblock *b, const floa
     return 0;
 }
 
+int zl_zblock_forward_save(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *y, int n,
+                           const float *cs, const float *cond, zl_zblock_bws *ws) {
+    if (n <= 0) return 0;
+    if (!ws || ws->n < n) return zl_err("zl_zblock_forward_save: no workspace for %d tokens", n);
+    block_recompute(c, b, x, n, cs, b->modulated ? cond : NULL, ws);
+    if (y) block_output(c, b, n, b->modulated, ws, y);
+    return 0;
+}
+
+int zl_zblock_backward_saved(const zl_zimage_config *c, const zl_zblock *b, const float *x, float *dx, int n,
+                             const float *cs, const float *cond, float *dcond, zl_zblock_bws *ws) {
+    if (n <= 0) return 0;
+    if (!ws || ws->n < n) return zl_err("zl_zblock_backward_saved: no workspace for %d tokens", n);
+    block_backprop(c, b, x, dx, n, cs, b->modulated ? cond : NULL, dcond, ws);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the whole model */
 
 int zl_zimage_forward_backward(zl_zimage *m, const float *x, int H, int W, float t, const float *cap, int L,
@@ -310,7 +328,8 @@ int zl_zimage_forward_backward(zl_zimage *m, const float *x, int H, int W, float
     }
     for (int i = NL - 1; i >= 0; i--) {
         if (!run_l[i]) break; /* nothing trainable at or before this layer */
-        block_recompute(c, &m->layers[i], in_l[i], N, cs, cond, ws);
+        /* the last layer's activations are still in ws from the forward (the final layer does not use ws) */
+        if (i < NL - 1) block_recompute(c, &m->layers[i], in_l[i], N, cs, cond, ws);
         block_backprop(c, &m->layers[i], in_l[i], du, N, cs, cond, need_dcond ? dcond : NULL, ws);
     }
     float *dci = du + (size_t)Np * d;

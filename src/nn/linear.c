@@ -18,6 +18,9 @@
  * not built in or failing) x is rounded the same way and the fp32 paths below do the product, so the mode
  * means the same numbers everywhere. Branches and delta always use the unrounded x.
  *
+ * The backward's input gradient follows the same mode: dx = bf16(dy)·W by oneDNN (or dy rounded the same
+ * way, then the fp32 paths), branches and delta with the unrounded dy; parameter gradients stay fp32.
+ *
  * Nothing here runs an OpenMP region right before an sgemm: libgomp's idle workers spin for a few ms
  * (GOMP_SPINCOUNT) after a region, on the cores OpenBLAS's pthreads then need; converting a tile on the
  * calling thread is cheaper than that contention (measured: n = 128, 30 % faster).
@@ -339,6 +342,14 @@ static int linear_bf16_fast(float *y, const float *x, const zl_linear *L, int n,
     return rc;
 }
 
+/* dx (+)= bf16(dy)·W with a bf16 dot-product kernel; -1 (dx untouched) when none can run. */
+static int dx_bf16_fast(float *dx, const float *dy, const zl_linear *L, int n, int accumulate, int kern) {
+    if (kern != ZL_KERNELS_SIMD || bf16_backend == ZL_BF16_GEMM_EMULATE || !zl_ops_have_avx512bf16()) return -1;
+    int rc = zl_bf16_gemm_dx_dnnl_(dx, dy, (const uint16_t *)L->w, n, L->out, L->in, accumulate);
+    if (rc == 0) bf16_fast_calls++;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ zl_op_linear */
 
 void zl_op_linear(float *y, const float *x, const zl_linear *L, int n) {
@@ -384,8 +395,9 @@ adapters:
 
 /* dx [n, in] = beta·dx + dy·W for BF16 (or other non-F32) W read directly, without scratch beyond the stack:
  * threads split the columns of dx; each walks all rows o of W, converting DIRECT_CHUNK columns at a time,
- * and adds dy[r][o]·W[o][cols] into each row r. Used for small n and when no tile can be allocated. */
-static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, float beta) {
+ * and adds dy[r][o]·W[o][cols] into each row r. Used for small n and when no tile can be allocated.
+ * rdy: dy rounded to bf16 on the fly (bf16 compute without its kernel). */
+static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, float beta, int rdy) {
     int out = L->out, in = L->in;
     size_t esz = zl_dtype_size(L->dtype);
     int nchunk = (in + DIRECT_CHUNK - 1) / DIRECT_CHUNK;
@@ -408,6 +420,7 @@ static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, flo
             }
             for (int r = 0; r < n; r++) {
                 float g = dy[(size_t)r * out + o];
+                if (rdy) g = bf16_round(g);
                 if (g == 0.0f) continue;
                 float *d = dx + (size_t)r * in + i0;
 #pragma omp simd
@@ -450,9 +463,10 @@ typedef struct {
 } bscratch;
 
 /* d_up += scale·dyᵀ·(x·downᵀ) and d_down += scale·(dy·up)ᵀ·x, in chunks of rows and ranks that fit s (two
- * blocks of rows × ranks). */
-static void branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
-                               const bscratch *s) {
+ * blocks of rows × ranks). Returns dy·up [n, r] (in s) when d_down needed it and one chunk held all of it,
+ * for branch_dx to reuse; else NULL. */
+static const float *branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
+                                       const bscratch *s) {
     int r = b->r;
     int rc = (size_t)r < s->cap / 2 ? r : (int)(s->cap / 2);
     size_t nrows = s->cap / (2 * (size_t)rc);
@@ -477,11 +491,17 @@ static void branch_param_grads(const float *dy, const float *x, const zl_branch 
             }
         }
     }
+    return b->d_down && rc == r && nr == n ? u : NULL;
 }
 
-/* dx += scale·(dy·up)·down, in chunks that fit s. */
-static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s) {
+/* dx += scale·(dy·up)·down, in chunks that fit s; dyup: dy·up [n, r] already computed (or NULL). */
+static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s,
+                      const float *dyup) {
     int r = b->r;
+    if (dyup) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, r, b->scale, dyup, r, b->down, in, 1.0f, dx, in);
+        return;
+    }
     int rc = (size_t)r < s->cap ? r : (int)s->cap;
     size_t nrows = s->cap / (size_t)rc;
     int nr = nrows > (size_t)n ? n : (int)nrows;
@@ -528,11 +548,18 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         s.p = heap;
         s.cap = want;
     }
-    /* 1. branch parameter gradients: every read of x happens here, before dx is written */
+    /* 1. branch parameter gradients: every read of x happens here, before dx is written; dy·up of the last
+     * branch stays in the scratch for its dx term when it fitted whole */
+    const float *dyup = NULL;
+    int dyup_of = -1;
     if (out > 0 && trainable)
         for (int i = 0; i < L->nbranch; i++) {
             const zl_branch *b = &L->branch[i];
-            if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) branch_param_grads(dy, x, b, n, in, out, &s);
+            if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) {
+                const float *u = branch_param_grads(dy, x, b, n, in, out, &s);
+                dyup = u;
+                dyup_of = u ? i : -1;
+            }
         }
     /* 2. dx = dy·W (+ adapters) */
     if (dx) {
@@ -540,18 +567,25 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         if (out <= 0) {
             if (!accumulate) memset(dx, 0, sizeof(float) * (size_t)n * (size_t)in);
         } else {
+            int rdy = bf16_gemm_on && L->dtype == ZL_BF16; /* bf16 compute: dy rounded to bf16 */
             if (L->dtype == ZL_F32) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, (const float *)L->w,
                             in, beta, dx, in);
-            } else {
+            } else if (!rdy || dx_bf16_fast(dx, dy, L, n, accumulate, kern)) {
                 int dmax = zl_ops_bf16_direct_max_n_();
                 if (dmax < 0) dmax = DIRECT_MAX_N;
-                if (kern == ZL_KERNELS_FALLBACK || n <= dmax || dx_tiled(dx, dy, L, n, beta, kern))
-                    dx_direct(dx, dy, L, n, beta);
+                /* bf16 compute without its kernel: the same rounding of dy, then the fp32 product (the direct
+                 * path rounds on the fly when the rounded copy cannot be allocated) */
+                float *dyr = NULL;
+                if (rdy && kern != ZL_KERNELS_FALLBACK && n > dmax && (dyr = malloc(sizeof(float) * (size_t)n * (size_t)out)))
+                    round_x(dyr, dy, (size_t)n * (size_t)out, 0, kern == ZL_KERNELS_SIMD, 0);
+                if (kern == ZL_KERNELS_FALLBACK || n <= dmax || (rdy && !dyr) || dx_tiled(dx, dyr ? dyr : dy, L, n, beta, kern))
+                    dx_direct(dx, dy, L, n, beta, rdy);
+                free(dyr);
             }
             for (int i = 0; i < L->nbranch; i++) {
                 const zl_branch *b = &L->branch[i];
-                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s);
+                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s, i == dyup_of ? dyup : NULL);
             }
             if (L->delta)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, L->delta, in, 1.0f,

@@ -12,6 +12,10 @@
  * held for the whole call, so concurrent callers are safe but run one at a time. oneDNN threads with
  * OpenMP (Debian's libdnnl links libgomp, the runtime of the other ops), so zl_ops_set_threads applies.
  *
+ * The same machinery multiplies the input gradient of the linear in the bf16 mode (zl_op_linear_backward):
+ * dx [n, in] (+)= bf16(dy) [n, out] · w, w read as the plain [out, in] operand; accumulation into dx is
+ * oneDNN's sum post-op.
+ *
  * Built only with ZL_HAVE_DNNL (the Makefile defines it when <oneapi/dnnl/dnnl.h> exists and links
  * -ldnnl); otherwise zl_bf16_gemm_dnnl_ returns -1 and linear.c rounds x and uses its fp32 path.
  */
@@ -26,8 +30,14 @@
 
 #define CACHE 24
 
+/* Two products share the machinery (kind): FWD y [n, out] = bf16(x) [n, in] · wᵀ (+ bias), and DX
+ * dx [n, in] (+)= bf16(dy) [n, out] · w (the input gradient of the linear; accumulate: oneDNN's sum
+ * post-op adds into dx). In both w [out, in] stays as stored: FWD reads it as the [in, out] operand with
+ * strides {1, in}, DX as the plain [out, in] operand. */
+enum { FWD = 0, DX = 1 };
+
 typedef struct {
-    int n, out, in, bias, threads; /* oneDNN fixes its thread partition when a primitive is created */
+    int kind, n, out, in, bias, sum, threads; /* oneDNN fixes its thread partition when a primitive is created */
     dnnl_primitive_t prim;
     unsigned long used; /* 0: empty slot */
 } entry;
@@ -53,30 +63,51 @@ static int init_locked(void) {
     return state;
 }
 
-/* A primitive for this shape, from the cache or new; NULL when oneDNN has no fast kernel for it. */
-static dnnl_primitive_t get_locked(int n, int out, int in, int bias) {
+/* The memory descriptors of a product: a (bf16 input), b (bf16 weights), c (f32 output), bi (f32 bias). */
+static int descs(int kind, int n, int out, int in, dnnl_memory_desc_t *a, dnnl_memory_desc_t *b, dnnl_memory_desc_t *c,
+                 dnnl_memory_desc_t *bi) {
+    int k = kind == FWD ? in : out, m = kind == FWD ? out : in; /* a [n, k] · b [k, m] = c [n, m] */
+    dnnl_dims_t da = {n, k}, sa = {k, 1}, db = {k, m}, dc = {n, m}, sc = {m, 1}, dbi = {1, m}, sbi = {m, 1};
+    dnnl_dims_t sb_fwd = {1, in}, sb_dx = {in, 1};
+    return dnnl_memory_desc_init_by_strides(a, 2, da, dnnl_bf16, sa) == dnnl_success &&
+           dnnl_memory_desc_init_by_strides(b, 2, db, dnnl_bf16, kind == FWD ? sb_fwd : sb_dx) == dnnl_success &&
+           dnnl_memory_desc_init_by_strides(c, 2, dc, dnnl_f32, sc) == dnnl_success &&
+           dnnl_memory_desc_init_by_strides(bi, 2, dbi, dnnl_f32, sbi) == dnnl_success;
+}
+
+/* A primitive for this product, from the cache or new; NULL when oneDNN has no fast kernel for it. */
+static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, int sum) {
     entry *victim = &cache[0];
     int threads = omp_get_max_threads();
     for (int i = 0; i < CACHE; i++) {
         entry *e = &cache[i];
-        if (e->used && e->n == n && e->out == out && e->in == in && e->bias == bias && e->threads == threads) {
+        if (e->used && e->kind == kind && e->n == n && e->out == out && e->in == in && e->bias == bias && e->sum == sum &&
+            e->threads == threads) {
             e->used = ++clock_;
             return e->prim;
         }
         if (e->used < victim->used) victim = e;
     }
     dnnl_memory_desc_t a, b, c, bi;
-    dnnl_dims_t da = {n, in}, sa = {in, 1}, db = {in, out}, sb = {1, in}, dc = {n, out}, sc = {out, 1};
-    dnnl_dims_t dbi = {1, out}, sbi = {out, 1};
-    if (dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, sb) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&bi, 2, dbi, dnnl_f32, sbi) != dnnl_success)
-        return NULL;
+    if (!descs(kind, n, out, in, &a, &b, &c, &bi)) return NULL;
     dnnl_matmul_desc_t md;
     if (dnnl_matmul_desc_init(&md, &a, &b, bias ? &bi : NULL, &c) != dnnl_success) return NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (sum) {
+        int ok = dnnl_primitive_attr_create(&attr) == dnnl_success && dnnl_post_ops_create(&po) == dnnl_success &&
+                 dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+                 dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+        if (po) dnnl_post_ops_destroy(po);
+        if (!ok) {
+            if (attr) dnnl_primitive_attr_destroy(attr);
+            return NULL;
+        }
+    }
     dnnl_primitive_desc_t pd;
-    if (dnnl_primitive_desc_create(&pd, &md, NULL, engine, NULL) != dnnl_success) return NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) return NULL;
     /* only a kernel that really computes in bf16 is worth it: reject reference / emulated ones */
     const char *impl = NULL;
     int fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
@@ -86,35 +117,30 @@ static dnnl_primitive_t get_locked(int n, int out, int in, int bias) {
     dnnl_primitive_desc_destroy(pd);
     if (!p) return NULL;
     if (victim->used) dnnl_primitive_destroy(victim->prim);
-    *victim = (entry){n, out, in, bias, threads, p, ++clock_};
+    *victim = (entry){kind, n, out, in, bias, sum, threads, p, ++clock_};
     return p;
 }
 
-int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float *bias, int n, int out, int in) {
+/* c = bf16(a)·b (+ bias) (+ c when sum), a [n, FWD ? in : out] f32. */
+static int run(int kind, float *c, const float *a, const uint16_t *w, const float *bias, int n, int out, int in, int sum) {
     pthread_mutex_lock(&mu);
     int rc = -1;
-    size_t cnt = (size_t)n * (size_t)in;
+    size_t cnt = (size_t)n * (size_t)(kind == FWD ? in : out);
     if (cnt > xcap) {
         free(xbuf);
         xbuf = malloc(sizeof(uint16_t) * cnt);
         xcap = xbuf ? cnt : 0;
     }
-    dnnl_primitive_t p = init_locked() == 1 && xbuf ? get_locked(n, out, in, bias != NULL) : NULL;
+    dnnl_primitive_t p = init_locked() == 1 && xbuf ? get_locked(kind, n, out, in, bias != NULL, sum) : NULL;
     if (p) {
-        const uint16_t *xb = xbuf;
-        zl_f32_to_bf16_par_(xbuf, x, cnt);
-        dnnl_memory_desc_t a, b, c, bi;
-        dnnl_dims_t da = {n, in}, sa = {in, 1}, db = {in, out}, sb = {1, in}, dc = {n, out}, sc = {out, 1};
-        dnnl_dims_t dbi = {1, out}, sbi = {out, 1};
+        zl_f32_to_bf16_par_(xbuf, a, cnt);
+        dnnl_memory_desc_t da, db, dc, dbi;
         dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbi = NULL;
-        int ok = dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa) == dnnl_success &&
-                 dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, sb) == dnnl_success &&
-                 dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc) == dnnl_success &&
-                 dnnl_memory_desc_init_by_strides(&bi, 2, dbi, dnnl_f32, sbi) == dnnl_success &&
-                 dnnl_memory_create(&ma, &a, engine, (void *)xb) == dnnl_success &&
-                 dnnl_memory_create(&mb, &b, engine, (void *)w) == dnnl_success &&
-                 dnnl_memory_create(&mc, &c, engine, y) == dnnl_success &&
-                 (!bias || dnnl_memory_create(&mbi, &bi, engine, (void *)bias) == dnnl_success);
+        int ok = descs(kind, n, out, in, &da, &db, &dc, &dbi) &&
+                 dnnl_memory_create(&ma, &da, engine, (void *)xbuf) == dnnl_success &&
+                 dnnl_memory_create(&mb, &db, engine, (void *)w) == dnnl_success &&
+                 dnnl_memory_create(&mc, &dc, engine, c) == dnnl_success &&
+                 (!bias || dnnl_memory_create(&mbi, &dbi, engine, (void *)bias) == dnnl_success);
         if (ok) {
             dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
                                        {DNNL_ARG_BIAS, mbi}};
@@ -131,12 +157,25 @@ int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float 
     return rc;
 }
 
+int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float *bias, int n, int out, int in) {
+    return run(FWD, y, x, w, bias, n, out, in, 0);
+}
+
+int zl_bf16_gemm_dx_dnnl_(float *dx, const float *dy, const uint16_t *w, int n, int out, int in, int accumulate) {
+    return run(DX, dx, dy, w, NULL, n, out, in, accumulate != 0);
+}
+
 int zl_bf16_gemm_dnnl_available_(void) { return 1; }
 
 #else
 
 int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float *bias, int n, int out, int in) {
     (void)y; (void)x; (void)w; (void)bias; (void)n; (void)out; (void)in;
+    return -1;
+}
+
+int zl_bf16_gemm_dx_dnnl_(float *dx, const float *dy, const uint16_t *w, int n, int out, int in, int accumulate) {
+    (void)dx; (void)dy; (void)w; (void)n; (void)out; (void)in; (void)accumulate;
     return -1;
 }
 

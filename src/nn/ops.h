@@ -106,7 +106,9 @@ void zl_op_fill_rows(float *x, const float *src, int from, int to, int d);
  * probabilities P (after exp, fp32) and v rounded to bf16, both with fp32 accumulation (vdpbf16ps where
  * the CPU has AVX512_BF16, ~2× the fp32 speed at 4096 tokens; else the same roundings on the fp32 path);
  * the running max and sum, lse and the output accumulation stay fp32. Output error against fp32 attention
- * is a few 1e-3 relative (mostly the rounding of q and k). Off: attention is bit for bit the fp32 op. */
+ * is a few 1e-3 relative (mostly the rounding of q and k). Off: attention is bit for bit the fp32 op.
+ * In the backward the mode applies to the input gradient of BF16 linears (zl_op_linear_backward:
+ * dx = bf16(dy)·W) and to zl_op_attention_backward (bf16 operands, fp32 accumulation; see there). */
 void zl_ops_set_bf16_gemm(int on);
 int zl_ops_bf16_gemm(void);
 
@@ -125,8 +127,9 @@ void zl_ops_auto_threads(int width);
  *   - activation gradients (dx, dq, ...) are written (overwritten), unless the op says otherwise;
  *   - parameter gradients (dw, dscale, dgate, a branch's d_down / d_up) are accumulated (+=), so that a
  *     trainer sums over samples by calling again, and zeroes them itself; NULL means "not wanted";
- *   - everything runs in fp32 (the bf16 compute mode of zl_ops_set_bf16_gemm does not apply to
- *     backward ops); per-column sums over rows (dw, dscale, dgate) are accumulated in double.
+ *   - everything runs in fp32, except the input gradient of a BF16-weight linear and the attention
+ *     backward when the bf16 compute mode of zl_ops_set_bf16_gemm is on; per-column sums over rows (dw,
+ *     dscale, dgate) are accumulated in double.
  * Ops whose backward is not listed: zl_op_add (dy flows unchanged to both inputs), zl_op_axpy
  * (y += αx: dx += α·dy, i.e. zl_op_axpy again), zl_op_fill_rows (the filled rows' gradient belongs
  * to the frozen pad token: dropped), zl_op_timestep_embedding and the RoPE tables (t and positions
@@ -139,7 +142,10 @@ void zl_ops_auto_threads(int width);
  *   every branch b with d_up:   d_up   [out, r] += scale_b · gᵀ·(x·down_bᵀ)
  *   every branch b with d_down: d_down [r, in]  += scale_b · (g·up_b)ᵀ·x
  * BF16 W is converted in bounded tiles as in the forward (never a full f32 copy); for n <= 16 rows of W
- * are read directly. x is read only for the branch gradients and only before dx is written, so dx
+ * are read directly. In the bf16 compute mode (BF16 W only) the product g·W uses g rounded to bf16, on
+ * bf16 dot-product hardware through oneDNN where it can run (≈ 2× the fp32 speed; as PyTorch's bf16
+ * backward, whose gradients are bf16), else the same rounding and the fp32 path; the adapters' terms and
+ * the parameter gradients use the unrounded g. x is read only for the branch gradients and only before dx is written, so dx
  * may alias x (never dy). x may be NULL when no branch is trainable. */
 void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_linear *L, int n, int accumulate);
 
@@ -174,7 +180,12 @@ void zl_op_rope_backward(float *dx, const float *cs, int n, int heads, int hd, i
  * heads, a kv head no query head uses gets 0). Same causal rule and scale as the forward; rows with
  * lse = −inf (no visible key) contribute nothing. Keys are split over threads for dk, dv and queries
  * for dq (two passes, no atomics, deterministic); scratch is O(threads·(hd + 64)·64) floats, and
- * without it a serial row-at-a-time version runs. */
+ * without it a serial row-at-a-time version runs. In the bf16 compute mode (zl_ops_set_bf16_gemm) every
+ * product takes bf16 operands with fp32 accumulation, as the forward's: q, k, v and dO rounded to bf16,
+ * P and dS rounded before the products they enter (dv = Pᵀ·dO, dq and dk); lse, D (from the unrounded
+ * dO and o) and the exponentials stay fp32. On an AVX512_BF16 CPU this runs on vdpbf16ps (≈ 2× the fp32
+ * kernel), elsewhere as the same roundings on the fp32 kernels; gradients are off the fp32 mode's by a
+ * few 1e-3 relative. */
 void zl_op_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                               const float *v, const float *o, const float *lse, int nq, int nk, int hq, int hkv,
                               int hd, int causal);

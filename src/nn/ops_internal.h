@@ -38,8 +38,11 @@ int zl_ops_have_avx512bf16(void);
  * kernels are SIMD; EMULATE the fp32 kernels with the same roundings. Separate from the linear backend.
  * For tests and benchmarks. */
 void zl_ops_set_attention_bf16_backend(int backend);
-/* How many zl_op_attention calls so far ran on the AVX512_BF16 kernel (for tests; not atomic). */
+/* How many zl_op_attention calls so far ran on the AVX512_BF16 kernel (for tests; not atomic). The backend
+ * applies to zl_op_attention_backward too; its count is zl_ops_attention_backward_bf16_fast_calls. */
 long zl_ops_attention_bf16_fast_calls(void);
+long zl_ops_attention_backward_bf16_fast_calls(void);
+int zl_ops_attention_bf16_backend_(void);
 
 /* ---- shared between ops.c, linear.c and attention.c ---- */
 /* The family to run now: ZL_KERNELS_SIMD (internal value 3), GENERIC or FALLBACK. */
@@ -51,6 +54,10 @@ int zl_ops_bf16_direct_max_n_(void);
  * and output, with oneDNN. Returns -1 (y undefined) when oneDNN is not built in, fails, or only offers
  * a kernel without bf16 instructions. _available_: 1 when built with oneDNN. */
 int zl_bf16_gemm_dnnl_(float *y, const float *x, const uint16_t *w, const float *bias, int n, int out, int in);
+/* linear_dnnl.c: dx [n, in] = bf16(dy) [n, out] · w [out, in] (accumulate: dx += ...), fp32 accumulation and
+ * output: the input gradient of the bf16-compute linear. -1 when it cannot run as above; dx is untouched
+ * then, unless oneDNN failed while executing (never seen; dx undefined). */
+int zl_bf16_gemm_dx_dnnl_(float *dx, const float *dy, const uint16_t *w, int n, int out, int in, int accumulate);
 int zl_bf16_gemm_dnnl_available_(void);
 /* linear.c: dst [cnt] = bf16(src) (nearest even), OpenMP over blocks when big. */
 void zl_f32_to_bf16_par_(uint16_t *dst, const float *src, size_t cnt);
