@@ -327,6 +327,15 @@ TEST(compare_turbo_check_end_to_end) {
     const cJSON *sum = cJSON_GetObjectItem(cJSON_GetArrayItem(cfgs, 1), "summary");
     CHECK(cJSON_IsNumber(cJSON_GetObjectItem(sum, "sharp_ratio")) && cJSON_GetObjectItem(sum, "effect_trigger")->valuedouble > 0);
     CHECK(csv_agrees("tc", j));
+    /* summary.json: each configuration by name, the same numbers as metrics.json's summaries */
+    cJSON *sj = load_json("tc", "summary.json");
+    CHECK(sj && cJSON_GetArraySize(sj) == 4);
+    const cJSON *s1 = cJSON_GetObjectItemCaseSensitive(sj, cJSON_GetObjectItem(cJSON_GetArrayItem(cfgs, 1), "name")->valuestring);
+    int same = s1 && cJSON_GetObjectItem(s1, "sharp_ratio")->valuedouble == cJSON_GetObjectItem(sum, "sharp_ratio")->valuedouble &&
+               cJSON_GetObjectItem(s1, "effect")->valuedouble == cJSON_GetObjectItem(sum, "effect_trigger")->valuedouble &&
+               !strcmp(cJSON_GetObjectItem(s1, "sharpness_vs")->valuestring, "LoRA, 3 steps CFG 2");
+    cJSON_Delete(sj);
+    CHECK(same);
     /* every cell exists; no-LoRA cells have no difference, LoRA cells at the fast settings do */
     int ncell = 0;
     const cJSON *c;

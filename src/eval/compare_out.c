@@ -345,11 +345,36 @@ int zl_cmp_write_metrics(const zl_cmp_spec *s, const zl_cmp_result *r, const cha
     add_num(j, "seconds", r->seconds);
     char *js = cJSON_Print(j);
     cJSON_Delete(j);
+    /* summary.json: one object per configuration, keyed by its name, with the numbers people quote */
+    cJSON *sj = cJSON_CreateObject();
+    for (int c = 0; c < s->ncfg; c++) {
+        const zl_cmp_summary *u = &r->sum[c];
+        cJSON *o = cJSON_AddObjectToObject(sj, s->cfg[c].name);
+        cJSON_AddNumberToObject(o, "steps", s->cfg[c].p.steps);
+        cJSON_AddNumberToObject(o, "cfg", (double)s->cfg[c].p.guidance + 1);
+        cJSON_AddNumberToObject(o, "loras", s->cfg[c].nlora);
+        add_num(o, "sharpness", u->sharpness);
+        add_num(o, "sharp_ratio", u->sharp_ratio);
+        add_name(o, "sharpness_vs", cfg_name_or_null(s, u->sharp_vs));
+        add_num(o, "effect", u->effect_trigger);
+        add_num(o, "effect_other", u->effect_other);
+        add_name(o, "baseline", cfg_name_or_null(s, u->baseline));
+        add_num(o, "retention", u->retention);
+        cJSON *fl = cJSON_AddArrayToObject(o, "flags");
+        for (int f = 0; f < 4; f++)
+            if (u->flags & all_flags[f]) cJSON_AddItemToArray(fl, cJSON_CreateString(zl_cmp_flag_name(all_flags[f])));
+    }
+    char *ss = cJSON_Print(sj);
+    cJSON_Delete(sj);
     char *pj = zl_xasprintf("%s/metrics.json", out_dir), *pc = zl_xasprintf("%s/metrics.csv", out_dir);
+    char *psum = zl_xasprintf("%s/summary.json", out_dir);
     int rc = write_text(pj, js);
     if (rc == 0) rc = write_text(pc, csv.s);
+    if (rc == 0) rc = write_text(psum, ss);
     free(pj);
     free(pc);
+    free(psum);
+    free(ss);
     free(js);
     zl_buf_free(&csv);
     return rc;
