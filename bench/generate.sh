@@ -2,7 +2,8 @@
 # zlora generate with a full-size random-weight Z-Image model folder (6.15B DiT bf16, Qwen3-4B bf16, FLUX.1
 # VAE f32), 8 steps (Turbo settings) at 256x256 and 512x512: seconds per step, end to end, peak RSS; and
 # the transformer forward alone at the same size, to show the sampler's overhead per step.
-# Not part of CI: needs ~22 GB of disk, ~24 GB of RAM and 30-40 minutes on 2 cores.
+# Not part of CI: needs ~22 GB of disk (the folder is written in ~2 minutes), ~24 GB of RAM, and on the 2-core
+# dev VM ~18 minutes for GEMM=bf16 (256 and 512), ~7 for the fp32 256 row (docs/PERFORMANCE.md).
 # usage: bench/generate.sh [DIR] [SIDES]   (default /tmp/zlora-gen-bench, "256 512"; KEEP=1 keeps DIR;
 #        GEMM=bf16 adds --bf16-gemm; STEPS=N samples N steps instead of 8; FWD=0 skips the forward-alone
 #        runs, e.g. FWD=0 STEPS=1 ... 1024 for the peak RSS at 1024x1024)
@@ -55,7 +56,7 @@ for side in map(int, sys.argv[3:]):
                                           "cap": rng.standard_normal((L, 2560)).astype(np.float32)})
 PYEOF
 STEPS=${STEPS:-8}
-echo "| ${GEMM:-f32} GEMM, $STEPS steps | DiT forward alone (s) | generate: s/step | overhead/step | generate end to end (s) | peak RSS (GB) |"
+echo "| ${GEMM:-f32} GEMM, $STEPS steps | DiT forward alone (s) | generate: s/step | overhead/step | generate end to end (s) | peak RSS (GiB) |"
 echo "|---|---|---|---|---|---|"
 for side in $SIDES; do
   fwd=""
