@@ -155,10 +155,13 @@ static int check_pattern(const char *pat) {
     return 0;
 }
 
-typedef struct { zl_progress pr; } step_ud;
+typedef struct { zl_progress pr; double t_last; } step_ud;
 static void on_step(void *ud, int i, int n) {
-    (void)n;
-    zl_progress_update(&((step_ud *)ud)->pr, i);
+    step_ud *u = ud;
+    double now = zl_now();
+    zl_debug("step %d/%d in %.2f s", i, n, now - u->t_last); /* -v: the time of each step (bench/generate.sh) */
+    u->t_last = now;
+    zl_progress_update(&u->pr, i);
 }
 
 static void print_line(const char *s) { zl_info("%s", s); }
@@ -313,6 +316,7 @@ int zl_cmd_generate(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, a.batch > 1 ? "image %d/%d" : "sampling", b + 1, a.batch);
         zl_progress_start(&ud.pr, label, p.steps, "steps");
+        ud.t_last = zl_now();
         rc = zl_gen_sample(m, &p, &feats[0], p.guidance != 0.0f ? &feats[1] : NULL, x, h, w, on_step, &ud);
         if (rc) break;
         zl_progress_end(&ud.pr, p.steps);
