@@ -1,5 +1,5 @@
 # zlora — build, test and demo. `make` builds ./zlora; `make test` runs every test (plain and under
-# ASan+UBSan, plus bounded fuzzing); `make demo` shows the toolbox. Both install missing packages first.
+# ASan+UBSan, plus bounded fuzzing); `make demo` runs the seed experiment on the nano models. Both install missing packages first.
 CC      ?= cc
 CLANG   ?= clang
 OPT     ?= -O2
@@ -20,7 +20,7 @@ HDRS     = $(wildcard src/*/*.h) tests/test.h
 BUILD ?= build
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps test test-plain test-asan test-clang fuzz demo clean clang check-deps goldens zimage-weights nano-data nano-models
+.PHONY: all deps test test-plain test-asan test-clang fuzz demo demo-toolbox clean clang check-deps goldens zimage-weights nano-data nano-models
 # Debian's python (numpy, torch) for the reference scripts, also where a pyenv shim shadows it
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 export PYTHON
@@ -102,10 +102,12 @@ fuzz:
 
 demo: deps zlora
 	@sh scripts/demo.sh
+demo-toolbox: deps zlora
+	@sh scripts/demo_toolbox.sh
 
 # the nano model family (models/nano/, see its README; not part of `make test`): nano-data makes the
 # procedural data sets in build/nano (seconds); nano-models remakes every committed nano part (tokenizer,
-# text encoder, VAE training on the CPU with python3-torch, goldens; the DiT steps are TODO)
+# text encoder, VAE training on the CPU with python3-torch, goldens, the nano DiTs trained by zlora)
 nano-data: zlora
 	@sh models/nano/make.sh data
 nano-models: zlora

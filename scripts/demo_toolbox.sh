@@ -1,5 +1,5 @@
 #!/bin/sh
-# make demo — until the nano model family lands, this shows the LoRA toolbox on sample files that
+# make demo-toolbox — the LoRA toolbox on sample files that
 # zlora generates itself: recognise formats and foreign files, check, convert, merge and resize.
 set -e
 Z=./zlora
