@@ -5,6 +5,12 @@
 #include <string.h>
 #include <unistd.h>
 
+/* "steps" per second, but seconds per "step": the unit without a plural s */
+static int singular_len(const char *unit) {
+    int n = (int)strlen(unit);
+    return n > 1 && unit[n - 1] == 's' ? n - 1 : n;
+}
+
 void zl_progress_start(zl_progress *p, const char *label, double total, const char *unit) {
     memset(p, 0, sizeof *p);
     snprintf(p->label, sizeof p->label, "%s", label);
@@ -37,7 +43,7 @@ void zl_progress_update(zl_progress *p, double done) {
     char rate[32] = "";
     double r = el > 0 ? done / el : 0;
     if (r >= 1) snprintf(rate, sizeof rate, "%.2f %s/s", r, p->unit);
-    else if (r > 0) snprintf(rate, sizeof rate, "%.2f s/%s", 1 / r, p->unit);
+    else if (r > 0) snprintf(rate, sizeof rate, "%.2f s/%.*s", 1 / r, singular_len(p->unit), p->unit);
     fprintf(stderr, "\r%-20s [%s] %5.1f%% %.0f/%.0f %s  %s  %s elapsed, ETA %s ", p->label, bar, 100 * f, done, p->total, p->unit, rate,
             ela, eta);
     fflush(stderr);
@@ -49,7 +55,7 @@ void zl_progress_end(zl_progress *p, double done) {
     if (zl_log_level > 0) {
         double r = el > 0 ? done / el : 0;
         if (r >= 1) fprintf(stderr, "%s: %.0f %s in %.1f s (%.3g %s/s)\n", p->label, done, p->unit, el, r, p->unit);
-        else if (r > 0) fprintf(stderr, "%s: %.0f %s in %.1f s (%.3g s/%s)\n", p->label, done, p->unit, el, 1 / r, p->unit);
+        else if (r > 0) fprintf(stderr, "%s: %.0f %s in %.1f s (%.3g s/%.*s)\n", p->label, done, p->unit, el, 1 / r, singular_len(p->unit), p->unit);
         else fprintf(stderr, "%s: %.0f %s in %.1f s\n", p->label, done, p->unit, el);
     }
 }
