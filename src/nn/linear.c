@@ -583,9 +583,12 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
                     dx_direct(dx, dy, L, n, beta, rdy);
                 free(dyr);
             }
+            /* the branch whose dy·up was kept first: the others' dy·up reuse the scratch it lies in (a
+             * branch of a larger rank before it, e.g. a frozen adapter, would overwrite it) */
+            if (dyup_of >= 0) branch_dx(dx, dy, &L->branch[dyup_of], n, in, out, &s, dyup);
             for (int i = 0; i < L->nbranch; i++) {
                 const zl_branch *b = &L->branch[i];
-                if (b->r > 0 && b->scale != 0.0f) branch_dx(dx, dy, b, n, in, out, &s, i == dyup_of ? dyup : NULL);
+                if (b->r > 0 && b->scale != 0.0f && i != dyup_of) branch_dx(dx, dy, b, n, in, out, &s, NULL);
             }
             if (L->delta)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, L->delta, in, 1.0f,
