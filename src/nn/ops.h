@@ -28,7 +28,8 @@ typedef struct {
 
 /* The LoRA dropout mask (PEFT's lora_dropout: dropout on the branch's input x before down, inverted
  * scaling; the frozen path never sees it): element (i, j) of an op call's input x [n, cols] is kept and
- * scaled by 1/(1 − p) when u(key, i·cols + j) >= p, else zeroed, with u a 24-bit uniform from a hash.
+ * scaled by 1/(1 − p) when u(key, i·cols + j) >= p, else zeroed, with u a 16-bit uniform from a hash (four per 64-bit hash of (key, e/4), e = i·cols + j; so P counts
+ * in steps of 1/65536).
  * The mask is a pure function of (key, i, j) and is never stored: the forward, the backward's
  * recomputation and the backward draw the same one as long as they pass the same key and the same rows
  * (i counts from the first row of the call). A branch with dropout > 0 computes
