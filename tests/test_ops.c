@@ -137,7 +137,7 @@ TEST(ops_linear_branches_delta) {
     zl_branch br[3];
     for (int k = 0; k < 3; k++)
         br[k] = (zl_branch){randv(&g, (size_t)ranks[k] * in, 0.3f), randv(&g, (size_t)out * ranks[k], 0.3f),
-                            ranks[k], scales[k], NULL, NULL};
+                            ranks[k], scales[k], NULL, NULL, 0.0f, 0};
     uint16_t *wb = malloc(sizeof(uint16_t) * out * in);
     for (int i = 0; i < out * in; i++) { wb[i] = zl_f32_to_bf16(w[i]); w[i] = zl_bf16_to_f32(wb[i]); }
     double *ref = linear_ref(x, w, b, br, 3, delta, n, in, out);
@@ -172,7 +172,7 @@ static double bf16_gemm_case(zl_rng *g, int n, int in, int out, int adapters, in
     zl_branch br[2];
     for (int k = 0; k < 2; k++)
         br[k] = (zl_branch){randv(g, (size_t)ranks[k] * in, 0.3f), randv(g, (size_t)out * ranks[k], 0.3f), ranks[k],
-                            scales[k], NULL, NULL};
+                            scales[k], NULL, NULL, 0.0f, 0};
     int nbr = adapters ? 2 : 0;
     double *ref = linear_ref(xr, w, b, NULL, 0, NULL, n, in, out);
     double *exact = linear_ref(x, w, b, NULL, 0, NULL, n, in, out);
@@ -275,7 +275,7 @@ static double bf16_dx_case(zl_rng *g, int n, int in, int out, int adapters, int 
     zl_branch br[2];
     for (int k = 0; k < 2; k++)
         br[k] = (zl_branch){randv(g, (size_t)ranks[k] * in, 0.3f), randv(g, (size_t)out * ranks[k], 0.3f), ranks[k],
-                            scales[k], NULL, NULL};
+                            scales[k], NULL, NULL, 0.0f, 0};
     int nbr = adapters ? 2 : 0;
     double *ref = linear_dx_ref(dy, w, br, nbr, delta, n, in, out, 1);
     double *exact = linear_dx_ref(dy, w, br, nbr, delta, n, in, out, 0);

@@ -263,7 +263,7 @@ static void lin_case(int *zl_failed_, zl_dtype dt, int n, uint64_t seed) {
             dd[b] = fzeros((size_t)ranks[b] * c.in);
             du[b] = fzeros((size_t)c.out * ranks[b]);
         }
-        c.br[b] = (zl_branch){c.down[b], c.up[b], ranks[b], scales[b], dd[b], du[b]};
+        c.br[b] = (zl_branch){c.down[b], c.up[b], ranks[b], scales[b], dd[b], du[b], 0.0f, 0};
     }
     c.L = (zl_linear){dt, dt == ZL_F32 ? (const void *)c.wv : (const void *)wb, c.out, c.in, c.bias, c.br, 3, c.delta, NULL, NULL};
     float *dx = fzeros((size_t)n * c.in);
@@ -983,7 +983,7 @@ TEST(grad_timestep_mlp_chain) {
         c.upd[b] = dcopy(c.up[b], (size_t)outs[b] * 4);
         gd[b] = fzeros((size_t)4 * ins[b]);
         gu[b] = fzeros((size_t)outs[b] * 4);
-        c.br[b] = (zl_branch){c.dn[b], c.up[b], 4, b ? 0.5f : 2.0f, gd[b], gu[b]};
+        c.br[b] = (zl_branch){c.dn[b], c.up[b], 4, b ? 0.5f : 2.0f, gd[b], gu[b], 0.0f, 0};
     }
     c.L0 = (zl_linear){ZL_F32, c.w0, c.d1, c.d0, c.b0, &c.br[0], 1, NULL, NULL, NULL};
     c.L2 = (zl_linear){ZL_F32, c.w2, c.d2, c.d1, c.b2, &c.br[1], 1, NULL, NULL, NULL};

@@ -298,3 +298,63 @@ TEST(train_samples_at_the_route_settings) {
     snprintf(p, sizeof p, "%s/samples_turbo/samples/step_000001_turbo8_p00.png", zl_test_dir());
     CHECK(zl_file_exists(p));
 }
+
+/* ---- LoRA dropout (--lora-dropout; the op is tested in test_lora_dropout.c) */
+
+TEST(train_lora_dropout_zero_and_resume) {
+    /* P = 0 is the run without the option, bit for bit */
+    CHECK(train("ld_none", "--route turbo-direct --steps 4 --save-every 0 --batch 2") == 0);
+    CHECK(train("ld_zero", "--route turbo-direct --steps 4 --save-every 0 --batch 2 --lora-dropout 0") == 0);
+    CHECK(lora_equal("ld_none/lora.safetensors", "ld_zero/lora.safetensors") == 1);
+    /* with dropout: a stop and --resume give the uninterrupted run's LoRA (the masks come from the per-step
+     * keys, the option from train.json), and the LoRA is not the one without dropout */
+    CHECK(train("ld_straight", "--route turbo-direct --steps 6 --save-every 0 --batch 2 --lora-dropout 0.3") == 0);
+    CHECK(train("ld_halves", "--route turbo-direct --steps 3 --save-every 3 --batch 2 --lora-dropout 0.3") == 0);
+    char cmd[2000], p[800];
+    snprintf(cmd, sizeof cmd, "%s -q train --resume %s/ld_halves --steps 6 2>&1", zl_test_bin(), zl_test_dir());
+    CHECK(zl_test_run(cmd, NULL) == 0);
+    CHECK(lora_equal("ld_straight/lora.safetensors", "ld_halves/lora.safetensors") == 1);
+    CHECK(train("ld_plain6", "--route turbo-direct --steps 6 --save-every 0 --batch 2") == 0);
+    CHECK(lora_equal("ld_straight/lora.safetensors", "ld_plain6/lora.safetensors") == 0);
+    snprintf(p, sizeof p, "%s/ld_halves/train.json", zl_test_dir());
+    FILE *f = fopen(p, "r");
+    CHECK(f);
+    char buf[8192];
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = 0;
+    CHECK(strstr(buf, "\"lora_dropout\":\t0.3"));
+    /* refusals: out of range, and with --full (nothing to drop out) */
+    CHECK(train("ld_bad", "--route turbo-direct --steps 1 --lora-dropout 1") != 0);
+    CHECK(train("ld_full", "--route custom --full --steps 1 --lora-dropout 0.1") != 0);
+}
+
+/* The sample the trainer draws at its last step with dropout on is, pixel for pixel, what `zlora generate`
+ * draws with the saved LoRA (runtime branches, no dropout there): the samples never see the masks. */
+TEST(train_lora_dropout_is_off_in_samples) {
+    CHECK(train("ld_samples", "--route turbo-direct --steps 3 --save-every 0 --lora-dropout 0.5 --lr 2e-2 --sample-every 3 "
+                              "--sample-size 16 --sample-steps 4 --sample-cfg 1 --sample-prompt 'zxq box'") == 0);
+    char cmd[3000], a[800], b[800], c[800];
+    snprintf(a, sizeof a, "%s/ld_samples/samples/step_000003_custom_p00.png", zl_test_dir());
+    snprintf(b, sizeof b, "%s/ld_gen.png", zl_test_dir());
+    snprintf(c, sizeof c, "%s/ld_gen_nolora.png", zl_test_dir());
+    const char *gen = "%s -q generate --model %s %s -p 'zxq box' --steps 4 --cfg 1 --seed 42 -W 16 -H 16 --cache %s/train_cache -o %s 2>&1";
+    char lora[900];
+    snprintf(lora, sizeof lora, "--lora %s/ld_samples/lora.safetensors --lora-mode runtime", zl_test_dir());
+    snprintf(cmd, sizeof cmd, gen, zl_test_bin(), zl_test_tiny_model(), lora, zl_test_dir(), b);
+    CHECK(zl_test_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, gen, zl_test_bin(), zl_test_tiny_model(), "", zl_test_dir(), c);
+    CHECK(zl_test_run(cmd, NULL) == 0);
+    zl_image x, y, z;
+    CHECK(zl_image_read(a, NULL, &x) == 0);
+    CHECK(zl_image_read(b, NULL, &y) == 0);
+    CHECK(zl_image_read(c, NULL, &z) == 0);
+    size_t n = (size_t)x.w * x.h * 3;
+    CHECK(x.w == y.w && x.h == y.h && x.w == z.w && x.h == z.h);
+    int same = !memcmp(x.px, y.px, sizeof(float) * n), lora_matters = memcmp(y.px, z.px, sizeof(float) * n) != 0;
+    zl_image_free(&x);
+    zl_image_free(&y);
+    zl_image_free(&z);
+    CHECK_MSG(lora_matters, "the trained LoRA does not change the image: the comparison would not see dropout");
+    CHECK_MSG(same, "the trainer's sample differs from generate's image with the saved LoRA");
+}

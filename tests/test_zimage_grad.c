@@ -73,7 +73,7 @@ static void tblock_make(tblock *t, zl_rng *g, int modulated, zl_dtype dt) {
         }
         float *dn = keep(t, randf(g, (size_t)r * in, 0.3f / sqrtf((float)in) * 3)), *up = keep(t, randf(g, (size_t)out * r, 0.3f));
         float *gd = keep(t, calloc((size_t)r * in, sizeof(float))), *gu = keep(t, calloc((size_t)out * r, sizeof(float)));
-        t->br[i] = (zl_branch){dn, up, r, 0.75f, gd, gu};
+        t->br[i] = (zl_branch){dn, up, r, 0.75f, gd, gu, 0.0f, 0};
         l->branch = &t->br[i];
         l->nbranch = 1;
         add_param(t, ls[i].n, dn, gd, (size_t)r * in);

@@ -143,6 +143,7 @@ static double fwd_flops(const zl_zimage_config *c, int T) {
 
 typedef struct {
     int T, iters, json, threads, exact, backward, rank, dim, ffn;
+    float dropout;
     zl_dtype dt;
     const char *dump;
 } bench_args;
@@ -253,6 +254,7 @@ static int dump_block(bench_block *bb, const char *path) {
 static int bench_backward(const bench_args *a) {
     bench_block bb;
     bb_init(&bb, a->T, a->dt, a->dim, a->ffn, a->rank);
+    for (int i = 0; i < NLORA && a->rank > 0; i++) { bb.br[i].dropout = a->dropout; bb.br[i].drop_key = 1000 + (uint64_t)i; }
     const zl_zimage_config *c = &bb.c;
     int T = a->T, iters = a->iters, rc = 0;
     if (a->dump) {
@@ -302,8 +304,8 @@ static int bench_backward(const bench_args *a) {
         if (a->json)
             printf("{\"bench\":\"dit-block-train\",\"tokens\":%d,\"dtype\":\"%s\",\"gemm\":\"%s\",\"rank\":%d,\"seconds\":%.4f,"
                    "\"gflops\":%.1f,\"forward_s\":%.4f,\"backward_s\":%.4f,\"recompute_s\":%.4f,\"backprop_s\":%.4f,"
-                   "\"no_recompute_s\":%.4f,\"peak_rss_mb\":%.0f,\"iters\":%d}\n",
-                   T, dts, gm, a->rank, mstep, flops / mstep * 1e-9, mf, mb, ms, mp, mnr, rss_mb, iters);
+                   "\"no_recompute_s\":%.4f,\"peak_rss_mb\":%.0f,\"iters\":%d,\"lora_dropout\":%g}\n",
+                   T, dts, gm, a->rank, mstep, flops / mstep * 1e-9, mf, mb, ms, mp, mnr, rss_mb, iters, (double)a->dropout);
         else
             printf("dit-block training step, %d tokens, %s weights, %s gemm, LoRA rank %d on q,k,v,out,w1,w2,w3 (median of %d):\n"
                    "  forward %.3f s + backward %.3f s (recompute %.3f s + backprop %.3f s) = step %.3f s, %.1f GFLOP/s useful\n"
@@ -326,6 +328,7 @@ static int bench_dit_block(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dim") && i + 1 < argc) a.dim = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ffn") && i + 1 < argc) a.ffn = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dump") && i + 1 < argc) a.dump = argv[++i];
+        else if (!strcmp(argv[i], "--lora-dropout") && i + 1 < argc) a.dropout = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "--json")) a.json = 1;
         else if (!strcmp(argv[i], "--exact")) a.exact = 1;
         else if (!strcmp(argv[i], "--backward")) a.backward = 1;
@@ -341,6 +344,7 @@ static int bench_dit_block(int argc, char **argv) {
     if (a.dim < 0 || a.dim % 128 || a.ffn < 0) return zl_err("--dim must be a multiple of 128 (heads of 128)"), zl_cli_fail();
     if (a.rank < 0) return zl_err("--rank must be >= 0"), zl_cli_fail();
     if (a.dump && !a.backward) return zl_err("--dump goes with --backward"), zl_cli_fail();
+    if (!(a.dropout >= 0 && a.dropout < 1)) return zl_err("--lora-dropout must be in [0, 1)"), zl_cli_fail();
     if (a.threads > 0) zl_ops_set_threads(a.threads);
     int old_gemm = zl_ops_bf16_gemm();
     zl_ops_set_bf16_gemm(a.dt == ZL_BF16 && !a.exact);
@@ -358,7 +362,8 @@ int zl_cmd_bench(int argc, char **argv) {
                "  dit-block --backward [--rank R] ... [--dim D --ffn F] [--dump FILE]\n"
                "      the same block's training step: forward + zl_zblock_backward (recompute + backprop) with rank-R\n"
                "      LoRA branches (default 16) on q,k,v,out,w1,w2,w3, gradients through the frozen weights;\n"
-               "      --dump: one step at this size written for bench/train_block_torch.py --check (no timing)\n");
+               "      --dump: one step at this size written for bench/train_block_torch.py --check (no timing);\n"
+               "      --lora-dropout P: the branches' inputs masked as zlora train --lora-dropout does\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "dit-block")) return bench_dit_block(argc - 1, argv + 1);

@@ -21,6 +21,8 @@ static const char *usage =
     "                  samples at Turbo settings (8 steps, no CFG) without it; the adapter is never saved\n"
     "  turbo-direct    train on Turbo plainly (the control); samples at 8 steps and at 30 steps\n"
     "LoRA:      --rank 16  --alpha RANK  --targets attn,ffn[,adaln,refiners]  --init kaiming|gaussian\n"
+    "           --lora-dropout 0 (P: dropout on each LoRA branch's input, scaled 1/(1-P), as PEFT's lora_dropout;\n"
+    "           training steps only, never in samples)\n"
     "optimiser: --lr 1e-4  --schedule constant|warmup|cosine  --warmup 0  --min-lr 0  --weight-decay 0.01\n"
     "           --max-grad-norm 1  --beta1 0.9 --beta2 0.999  --steps 3000  --batch 1  --grad-accum 1\n"
     "noise:     --sigma shift|logit-normal|uniform|weighted  --sigma-shift 3  --sigma-mean 0 --sigma-std 1\n"
@@ -98,6 +100,7 @@ int zl_cmd_train(int argc, char **argv) {
         else if (ARG("--teacher-substeps")) { rc = num(f, x, 1, 1000, &v); o.teacher_substeps = (int)v; }
         else if (ARG("--teacher-cfg")) { rc = num(f, x, -100, 100, &v); o.teacher_guidance = (float)(v - 1); }
         else if (ARG("--rank")) { rc = num(f, x, 1, 4096, &v); o.rank = (int)v; }
+        else if (ARG("--lora-dropout")) { rc = num(f, x, 0, 0.99, &v); o.lora_dropout = (float)v; }
         else if (ARG("--alpha")) { rc = num(f, x, 1e-6, 1e6, &v); o.alpha = (float)v; }
         else if (ARG("--targets")) rc = zl_lora_targets_parse(x, &o.targets);
         else if (ARG("--init")) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/base.h"
+#include "base/progress.h"
 #include "base/sha256.h"
 #include "io/image.h"
 #include "model/qwen3.h"
@@ -139,6 +140,11 @@ int zl_gen_features(const zl_model_parts *mp, const char *cache_dir, const char 
         double t0 = zl_now();
         if (rc == 0 && zl_qwen3_load(mp->te, &o, &m)) rc = -1;
         if (rc == 0) zl_info("text encoder: %s (hidden %d, %d layers) loaded in %.1f s", m->path, m->cfg.hidden, m->cfg.n_layers, zl_now() - t0);
+        /* a bar while encoding (a training set can have thousands of captions) and one summary line */
+        zl_progress pr;
+        zl_progress_start(&pr, "encoding prompts", missing, "prompts");
+        int done = 0, maxL = 0;
+        double t1 = zl_now();
         for (int i = 0; i < n && rc == 0; i++) {
             if (out[i].cap) continue;
             int32_t *ids = NULL;
@@ -152,14 +158,19 @@ int zl_gen_features(const zl_model_parts *mp, const char *cache_dir, const char 
             out[i].L = L;
             out[i].cap = rc ? NULL : zl_try_malloc(sizeof(float) * (size_t)L * (size_t)m->cfg.hidden);
             if (!rc && !out[i].cap) rc = -1;
-            double t1 = zl_now();
             if (rc == 0) rc = zl_qwen3_encode(m, ids, L, out[i].cap);
-            if (rc == 0) zl_info("encoded prompt %d (%d tokens) in %.2f s", i + 1, L, zl_now() - t1);
+            if (rc == 0) { maxL = L > maxL ? L : maxL; zl_progress_update(&pr, ++done); }
             if (rc == 0 && identity && zl_te_cache_store(cache_dir, identity, prompts[i], out[i].cap, ids, L, m->cfg.hidden)) {
                 zl_warn("feature cache: %s (continuing without storing)", zl_last_error());
                 zl_clear_error();
             }
             free(ids);
+        }
+        if (pr.tty) fputc('\n', stderr);
+        if (rc == 0) {
+            double el = zl_now() - t1;
+            zl_info("encoded %d prompt%s (up to %d tokens) in %.2f s (%.3f s each)%s", done, done == 1 ? "" : "s", maxL, el,
+                    done ? el / done : 0.0, n > done ? "; the others from the cache" : "");
         }
         zl_qwen3_free(m); /* before the DiT loads */
         zl_tok_free(tok);

@@ -459,7 +459,7 @@ static void note_undo(zl_zimage *m, float *vec, int n, zl_linear *lin) {
 static void add_branch(zl_zimage *m, zl_linear *l, const float *down, const float *up, int r, float scale) {
     zl_branch *nb = zl_xmalloc(sizeof(zl_branch) * (size_t)(l->nbranch + 1));
     if (l->nbranch) memcpy(nb, l->branch, sizeof(zl_branch) * (size_t)l->nbranch);
-    nb[l->nbranch] = (zl_branch){down, up, r, scale, NULL, NULL};
+    nb[l->nbranch] = (zl_branch){down, up, r, scale, NULL, NULL, 0.0f, 0};
     l->branch = own(m, nb); /* the old array stays owned too: small */
     l->nbranch++;
 }
@@ -612,6 +612,27 @@ int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength) 
                 const zl_lora_module *a = &l->m[i];
                 if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
                 br->scale = strength * zl_lora_module_scale(a);
+                changed++;
+                break;
+            }
+        }
+    free(lins);
+    return changed;
+}
+
+int zl_zimage_lora_set_dropout(zl_zimage *m, const zl_lora *l, float p, uint64_t key) {
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), changed = 0;
+    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
+    int nl = all_linears(m, lins, cap);
+    for (int k = 0; k < nl; k++)
+        for (int j = 0; j < lins[k]->nbranch; j++) {
+            zl_branch *br = (zl_branch *)&lins[k]->branch[j]; /* the model's own array (add_branch) */
+            for (int i = 0; i < l->n; i++) {
+                const zl_lora_module *a = &l->m[i];
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
+                uint64_t km[2] = {key, (uint64_t)i}; /* per module: the branches of a fused qkv share a mask */
+                br->dropout = p > 0.0f ? p : 0.0f;
+                br->drop_key = p > 0.0f ? zl_hash64(km, sizeof km, 0x64726f70ull) : 0;
                 changed++;
                 break;
             }

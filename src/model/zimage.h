@@ -100,6 +100,12 @@ int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g);
  * off exactly, 1 is full strength (training's adapter is off while sampling). Returns the number of
  * branches changed. */
 int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength);
+/* LoRA dropout (training only) on the runtime branches made from LoRA l: p > 0 masks each branch's input
+ * (zl_op_dropout_mask) with a key derived from (key, module): one key per sample and step gives every
+ * module its own mask, the same in the forward, the recomputation and the backward; the branches of one
+ * fused qkv module share theirs (PEFT's dropout on the fused linear's input). p = 0 switches it off exactly
+ * (sampling and inference never run with it). Returns the number of branches changed. */
+int zl_zimage_lora_set_dropout(zl_zimage *m, const zl_lora *l, float p, uint64_t key);
 
 /* Full-parameter training: every linear weight and bias becomes a writable F32 copy with a gradient
  * buffer (zl_linear.dw/db), and every block norm weight gets one (zl_zblock.grad); the caption norm and

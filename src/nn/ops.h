@@ -22,7 +22,21 @@ typedef struct {
     float scale;
     float *d_down;     /* [r, in] gradient of down, accumulated; NULL: frozen */
     float *d_up;       /* [out, r] gradient of up, accumulated; NULL: frozen */
+    float dropout;     /* LoRA dropout on the branch input (training only; PEFT's lora_dropout): 0 = none */
+    uint64_t drop_key; /* the dropout mask's key (zl_op_dropout_mask); ignored when dropout is 0 */
 } zl_branch;
+
+/* The LoRA dropout mask (PEFT's lora_dropout: dropout on the branch's input x before down, inverted
+ * scaling; the frozen path never sees it): element (i, j) of an op call's input x [n, cols] is kept and
+ * scaled by 1/(1 − p) when u(key, i·cols + j) >= p, else zeroed, with u a 16-bit uniform from a hash (four per 64-bit hash of (key, e/4), e = i·cols + j; so P counts
+ * in steps of 1/65536).
+ * The mask is a pure function of (key, i, j) and is never stored: the forward, the backward's
+ * recomputation and the backward draw the same one as long as they pass the same key and the same rows
+ * (i counts from the first row of the call). A branch with dropout > 0 computes
+ *   y += scale · ((x∘M) downᵀ) upᵀ
+ * and its backward uses x∘M for d_up and d_down and masks its dx term. Writes rows [i0, i0 + rows) of
+ * M (values 0 or 1/(1 − p)) into m [rows, cols]; p in [0, 1). For tests and plain references. */
+void zl_op_dropout_mask(float *m, uint64_t key, float p, int i0, int rows, int cols);
 
 /* A linear layer's weight W [out, in] stored F32 or BF16 (F16 works too) (owned or pointing into an mmapped file),
  * optional bias [out] (f32), and runtime adapters: low-rank branches and/or one dense f32 delta
@@ -141,6 +155,7 @@ void zl_ops_auto_threads(int width);
  *   dx [n, in] = g·W + Σ_b scale_b·(g·up_b)·down_b + g·delta     (accumulate: dx += ...; dx NULL: skipped)
  *   every branch b with d_up:   d_up   [out, r] += scale_b · gᵀ·(x·down_bᵀ)
  *   every branch b with d_down: d_down [r, in]  += scale_b · (g·up_b)ᵀ·x
+ * (a branch with dropout uses x∘M for x above and adds (scale_b·(g·up_b)·down_b)∘M to dx; M as in the forward)
  * BF16 W is converted in bounded tiles as in the forward (never a full f32 copy); for n <= 16 rows of W
  * are read directly. In the bf16 compute mode (BF16 W only) the product g·W uses g rounded to bf16, on
  * bf16 dot-product hardware through oneDNN where it can run (≈ 2× the fp32 speed; as PyTorch's bf16

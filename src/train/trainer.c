@@ -89,7 +89,7 @@ char *zl_train_opts_json(const zl_train_opts *o) {
     N(sample_steps); N(sample_guidance);
     N(full); N(distill_steps); N(teacher_substeps); N(teacher_guidance);
     cJSON_AddStringToObject(j, "route", zl_route_name(o->route));
-    N(rank); N(targets); N(gaussian_init); N(alpha); N(lr); N(min_lr); N(weight_decay); N(max_grad_norm); N(beta1); N(beta2);
+    N(rank); N(targets); N(gaussian_init); N(alpha); N(lora_dropout); N(lr); N(min_lr); N(weight_decay); N(max_grad_norm); N(beta1); N(beta2);
     cJSON_AddStringToObject(j, "sched", zl_lr_name(o->sched));
     N(warmup); N(steps); N(batch); N(grad_accum);
     cJSON_AddStringToObject(j, "sigma", zl_sigma_name(o->sigma.kind));
@@ -123,7 +123,7 @@ int zl_train_opts_from_json(const char *json, zl_train_opts *o) {
     NI(sample_steps); NF(sample_guidance);
     NI(full); NI(distill_steps); NI(teacher_substeps); NF(teacher_guidance);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "route"))) rc |= zl_route_parse(it->valuestring, &o->route);
-    NI(rank); NI(targets); NI(gaussian_init); NF(alpha); NF(lr); NF(min_lr); NF(weight_decay); NF(max_grad_norm); NF(beta1); NF(beta2);
+    NI(rank); NI(targets); NI(gaussian_init); NF(alpha); NF(lora_dropout); NF(lr); NF(min_lr); NF(weight_decay); NF(max_grad_norm); NF(beta1); NF(beta2);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "sched"))) rc |= zl_lr_parse(it->valuestring, &o->sched);
     NI(warmup); NI(steps); NI(batch); NI(grad_accum);
     if (cJSON_IsString(it = cJSON_GetObjectItemCaseSensitive(j, "sigma"))) rc |= zl_sigma_parse(it->valuestring, &o->sigma.kind);
@@ -280,6 +280,12 @@ static size_t part_n(const zl_lora_module *m, int up) {
 
 static void report_line(const char *s) { zl_info("%s", s); }
 
+/* LoRA dropout for the next forward + backward (key: one per sample and step, from zl_train_key), or off
+ * (key ignored) for everything else: samples never see it. */
+static void lora_dropout(run_t *r, int on, uint64_t key) {
+    if (r->lora && r->o->lora_dropout > 0.0f) zl_zimage_lora_set_dropout(r->m, r->lora, on ? r->o->lora_dropout : 0.0f, key);
+}
+
 /* checkpoint: step, LoRA factors, moments */
 static int save_checkpoint(run_t *r) {
     zl_train_opts *o = r->o;
@@ -425,6 +431,7 @@ static int sample_with(run_t *r, zl_zimage *m, const zl_val_setting *vs, double 
 static int sample_all(run_t *r, const char *tag) {
     zl_train_opts *o = r->o;
     if (!o->nprompts || !r->vae) return 0;
+    lora_dropout(r, 0, 0);
     zl_val_setting vs[3];
     int nv = 0;
     if (o->sample_steps > 0) vs[nv++] = (zl_val_setting){o->sample_steps, o->sample_guidance != 0.0f, o->sample_guidance, "custom"};
@@ -612,6 +619,7 @@ static int distill_sample(run_t *r, const zl_item *it, const zl_feat *f, uint64_
         const float *x0 = X + (size_t)i * n, *x1 = X + (size_t)(i + 1) * n;
         for (size_t q = 0; q < n; q++) v[q] = -(x1[q] - x0[q]) * inv; /* the raw output the student should give */
         float l = 0;
+        lora_dropout(r, 1, zl_train_key(noise_key, i, 0, 6)); /* a mask per student step */
         rc = zl_zimage_forward_backward(r->m, x0, h, w, 1.0f - sig[i], f->cap, f->L, v, gscale / (float)S, &l, NULL);
         lsum += l;
     }
@@ -632,6 +640,8 @@ int zl_train_run(zl_train_opts *o, int resume) {
     if (o->route != ZL_ROUTE_TURBO_ADAPTER && o->route != ZL_ROUTE_CUSTOM && o->adapter)
         return zl_err("train: --adapter is for --route turbo-adapter (or custom)");
     if (o->batch < 1 || o->grad_accum < 1 || o->steps < 1) return zl_err("train: steps, batch and grad-accum must be at least 1");
+    if (!(o->lora_dropout >= 0.0f && o->lora_dropout < 1.0f)) return zl_err("train: --lora-dropout must be in [0, 1)");
+    if (o->full && o->lora_dropout > 0.0f) return zl_err("train: --lora-dropout is for LoRA training, not --full");
     if (mkdir_p(o->out)) return -1;
     /* options: train.json */
     char *tj = zl_xasprintf("%s/train.json", o->out), *js = zl_train_opts_json(o);
@@ -847,6 +857,7 @@ int zl_train_run(zl_train_opts *o, int resume) {
                         xs[q] = (1.0f - sigma) * x0[q] + sigma * e;      /* x_σ */
                     }
                     free(lat);
+                    lora_dropout(r, 1, zl_train_key(o->seed, micro, b, 5));
                     rc = zl_zimage_forward_backward(r->m, xs, h, w, 1.0f - sigma, f->cap, f->L, tgt,
                                                     wgt / (float)(real * o->grad_accum), &loss, NULL);
                 }
@@ -856,6 +867,7 @@ int zl_train_run(zl_train_opts *o, int resume) {
                 nsamp++;
             }
         }
+        lora_dropout(r, 0, 0);
         if (rc) break;
         /* clip, AdamW */
         float **gp = zl_xmalloc(sizeof(float *) * (size_t)r->np);

@@ -47,6 +47,7 @@ typedef struct {
     /* LoRA */
     int rank, targets, gaussian_init;
     float alpha;
+    float lora_dropout;             /* dropout on each LoRA branch's input while training (PEFT semantics); 0: none */
     /* optimisation */
     float lr, min_lr, weight_decay, max_grad_norm, beta1, beta2;
     zl_lr_kind sched;
