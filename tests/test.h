@@ -55,6 +55,8 @@ const char *zl_test_bin(void);
 double zl_test_golden_rel_l2(const float *y, const char *path, const char *tensor, size_t n);
 /* Runs a shell command, capturing stdout into *out (malloc'd, may be NULL) and returning the exit code. */
 int zl_test_run(const char *cmd, char **out);
+/* The whole file, 0-terminated (malloc'd; NULL if it cannot be read); its length in *len when len is given. */
+char *zl_test_slurp(const char *path, size_t *len);
 
 /* End-to-end model folders (tests/tiny_model.c): a diffusers-layout Z-Image folder at dir made of the tiny
  * test models (DiT, Qwen3 and VAE tiny_a, the tokenizer cut to 1000 ids) with the given scheduler shift;

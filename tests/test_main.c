@@ -19,6 +19,20 @@ void zl_test_register(const char *name, zl_test_fn fn) {
 const char *zl_test_dir(void) { return tmpdir; }
 const char *zl_test_bin(void) { const char *b = getenv("ZLORA"); return b && *b ? b : "./zlora"; }
 
+char *zl_test_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    size_t got = b ? fread(b, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (b) b[got] = 0;
+    if (len) *len = got;
+    return b;
+}
+
 int zl_test_run(const char *cmd, char **out) {
     FILE *p = popen(cmd, "r");
     if (!p) return -1;

@@ -22,22 +22,8 @@
 #define NANO "models/nano"
 #define NDATA "tests/data/nano"
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *b = malloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    b[got] = 0;
-    if (len) *len = got;
-    return b;
-}
-
 static cJSON *read_json(const char *path) {
-    char *s = slurp(path, NULL);
+    char *s = zl_test_slurp(path, NULL);
     cJSON *j = s ? cJSON_Parse(s) : NULL;
     free(s);
     return j;
@@ -75,7 +61,7 @@ TEST(nano_tokenizer_matches_js_golden) {
     cJSON *pr = read_json(NDATA "/prompts.json");
     CHECK(pr && cJSON_GetArraySize(pr) > 200);
     for (int templ = 0; templ < 2; templ++) {
-        char *want = slurp(templ ? NDATA "/expected_template.json" : NDATA "/expected.json", NULL);
+        char *want = zl_test_slurp(templ ? NDATA "/expected_template.json" : NDATA "/expected.json", NULL);
         char *got = ids_text(t, pr, templ);
         int same = want && got && !strcmp(want, got);
         if (!same && want && got) fprintf(stderr, "  %s: first difference on line %d\n", templ ? "template" : "plain", first_diff_line(want, got));
@@ -150,7 +136,7 @@ TEST(nano_tokenizer_matches_js_live) {
     for (int templ = 0; templ < 2; templ++) {
         snprintf(cmd, sizeof cmd, "node tests/ref/tokenize_file.mjs %s '%s' '%s' %s >/dev/null", NANO "/tokenizer", p, o, templ ? "--template" : "");
         CHECK(zl_test_run(cmd, NULL) == 0);
-        char *want = slurp(o, NULL), *got = ids_text(t, caps, templ);
+        char *want = zl_test_slurp(o, NULL), *got = ids_text(t, caps, templ);
         int same = want && got && !strcmp(want, got);
         if (!same && want && got) fprintf(stderr, "  first difference on line %d\n", first_diff_line(want, got));
         free(want);
@@ -214,7 +200,7 @@ TEST(nano_folder) {
     for (int i = 0; i < 8; i++) {
         char p[200];
         snprintf(p, sizeof p, NANO "/data_zxq/zxq_%03d.txt", i);
-        char *cap = slurp(p, NULL);
+        char *cap = zl_test_slurp(p, NULL);
         CHECK_MSG(cap, "%s missing", p);
         zl_nano_scene s;
         zl_nano_scene_make(0, i, 1, &s);

@@ -15,16 +15,8 @@
 #define NANO "models/nano"
 
 static cJSON *read_json(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *b = malloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    b[got] = 0;
-    cJSON *j = cJSON_Parse(b);
+    char *b = zl_test_slurp(path, NULL);
+    cJSON *j = b ? cJSON_Parse(b) : NULL;
     free(b);
     return j;
 }

@@ -56,22 +56,8 @@ __attribute__((destructor)) static void qwen3_free(void) { zl_tok_free(g_tok); g
 
 #define NEED_QWEN3(t) zl_tokenizer *t = qwen3(); CHECK_MSG(t != NULL, "no Qwen3 tokenizer: run `npm ci --prefix tests/ref`")
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *b = malloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    b[got] = 0;
-    if (len) *len = got;
-    return b;
-}
-
 static cJSON *read_json(const char *path) {
-    char *s = slurp(path, NULL);
+    char *s = zl_test_slurp(path, NULL);
     if (!s) return NULL;
     cJSON *j = cJSON_Parse(s);
     free(s);
@@ -423,13 +409,13 @@ TEST(tokenizer_qwen3_cli) {
     cJSON_Delete(want);
     char *a3[] = {"tokenize", "--tokenizer", tp, "--text", "", "--template"};
     CHECK(run_cli(a3, 6, out) == 0);
-    char *s = slurp(out, NULL);
+    char *s = zl_test_slurp(out, NULL);
     CHECK_MSG(s && strcmp(s, "[\n[151644,872,198,151645,198,151644,77091,198]\n]\n") == 0, "%s", s);
     free(s);
     CHECK(write_text(pf, "[]", 2) == 0);
     char *a4[] = {"tokenize", "--tokenizer", tp, "--prompts", pf};
     CHECK(run_cli(a4, 5, out) == 0);
-    s = slurp(out, NULL);
+    s = zl_test_slurp(out, NULL);
     CHECK(s && strcmp(s, "[]\n") == 0);
     free(s);
     /* bad input: exit 1 with a message; usage: exit 2 */

@@ -159,6 +159,7 @@ typedef struct { zl_progress pr; double t_last; } step_ud;
 static void on_step(void *ud, int i, int n) {
     step_ud *u = ud;
     double now = zl_now();
+    if (zl_log_level >= 2 && u->pr.tty) fputc('\n', stderr); /* not on the progress bar's line */
     zl_debug("step %d/%d in %.2f s", i, n, now - u->t_last); /* -v: the time of each step (bench/generate.sh) */
     u->t_last = now;
     zl_progress_update(&u->pr, i);

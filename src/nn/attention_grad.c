@@ -225,6 +225,18 @@ typedef struct {
 } sx_scr;
 
 /* Rows [0, nrows) of S and dP: S = rows of X · At, dP = rows of Y · Bt (X, Y with row stride xs). */
+/* the kernels' dKᵀ (scaled) and dVᵀ accumulators [hd][BQ] into dk and dv rows j0..j0+bk of kv head kvh */
+static inline void store_dkdv(const ag_t *a, const float *A1, const float *A2, int kvh, int j0, int bk, int hd) {
+    for (int c = 0; c < bk; c++) {
+        float *dkr = a->dk + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
+        float *dvr = a->dv + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
+        for (int d = 0; d < hd; d++) {
+            dkr[d] = a->scale * A1[(size_t)d * BQ + c];
+            dvr[d] = A2[(size_t)d * BQ + c];
+        }
+    }
+}
+
 ZL_AVX512_INLINE void two_products(const sx_scr *s, const float *X, const float *Y, size_t xs, int nrows, int hd,
                                    const int NV) {
     int r = 0;
@@ -346,14 +358,7 @@ ZL_AVX512_INLINE void simd_dkdv_nv(const ag_t *a, const sx_scr *s, int kvh, int 
             acc_product(s->A2, s->S, G, a->qs, s->ones, nr, hd, NV);  /* dVt += dOᵀ·P */
             acc_product(s->A1, s->dP, Q, a->qs, s->ones, nr, hd, NV); /* dKt += Qᵀ·dS */
         }
-    for (int c = 0; c < bk; c++) {
-        float *dkr = a->dk + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
-        float *dvr = a->dv + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
-        for (int d = 0; d < hd; d++) {
-            dkr[d] = a->scale * s->A1[(size_t)d * BQ + c];
-            dvr[d] = s->A2[(size_t)d * BQ + c];
-        }
-    }
+    store_dkdv(a, s->A1, s->A2, kvh, j0, bk, hd);
 }
 
 ZL_AVX512 static void simd_dq(const ag_t *a, const sx_scr *s, int h, int i0, int bq) {
@@ -522,14 +527,7 @@ ZL_BF16K_INLINE void bf_dkdv_nv(const ag_t *a, const bx_scr *s, int kvh, int j0,
             acc_pairs(s->A2, s->Pa, a->Gj + pq, s->ones, (nr + 1) / 2, hd, NV); /* dVt += dOᵀ·P */
             acc_pairs(s->A1, s->Pb, a->Qj + pq, s->ones, (nr + 1) / 2, hd, NV); /* dKt += Qᵀ·dS */
         }
-    for (int c = 0; c < bk; c++) {
-        float *dkr = a->dk + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
-        float *dvr = a->dv + (size_t)(j0 + c) * a->ks + (size_t)kvh * hd;
-        for (int d = 0; d < hd; d++) {
-            dkr[d] = a->scale * s->A1[(size_t)d * BQ + c];
-            dvr[d] = s->A2[(size_t)d * BQ + c];
-        }
-    }
+    store_dkdv(a, s->A1, s->A2, kvh, j0, bk, hd);
 }
 
 ZL_BF16K static void bf_dq(const ag_t *a, const bx_scr *s, int h, int i0, int bq) {
