@@ -41,7 +41,9 @@ for R in $RES; do
   per=$(awk -F, 'NR == 2 { s1 = $6; n1 = $1 } NR > 2 { s = $6; n = $1 } END { printf "%.4f", (s - s1) / (n - n1) }' "$D/run$R/loss.csv")
   # the blocks the trainer visits at this size: main layers over image + caption tokens (forward + backward),
   # refiners forward only (LoRA on the main layers); caption length from the log's caption features
-  T=$(( (R / 16) * (R / 16) ))
+  # image tokens: (R / (VAE factor · patch 2))²; the tiny VAE has 2 levels (factor 2, not 8)
+  FAC=$("$PY" -c "import json; print(2 ** (len(json.load(open('tests/data/vae/tiny_a/diffusers/vae/config.json'))['block_out_channels']) - 1))")
+  T=$(( (R / (FAC * 2)) * (R / (FAC * 2)) ))
   Tp=$(( (T + 31) / 32 * 32 ))
   N=$(( Tp + 32 )) # a short caption pads to 32 tokens
   z=$(./zlora -q --threads "$TH" bench dit-block --backward --dim 256 --ffn 682 --dtype bf16 --exact --tokens "$N" --iters 5 --threads "$TH" --json)
