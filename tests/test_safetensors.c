@@ -620,6 +620,9 @@ TEST(safetensors_bad_sizes) {
     img = raw_image(0, T1, (size_t)-1, 8, &n);
     CHECK(expect_bad_image("zero-claim", img, n, "too small") == 0);
     free(img);
+    /* a text file given as safetensors (a checkpoints/latest pointer, a JSON config, an HTML error page) */
+    static const char txt[] = "step_000500\n";
+    CHECK(expect_bad_image("text-file", (const uint8_t *)txt, sizeof txt - 1, "starts with text (\"step_000\")") == 0);
     /* a truncated download: the header is intact but the data is cut short */
     img = raw_image(UINT64_MAX, T1, (size_t)-1, 5, &n);
     CHECK(expect_bad_image("truncated-data", img, n, "outside the data area") == 0);

@@ -79,7 +79,14 @@ static int parse_shard(zl_st *st, int si, const char *label) {
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | sh->bytes[i];
     if (hl < 2) return zl_err("%s: header length %llu is too small (file is corrupt or not safetensors)", label, (unsigned long long)hl);
-    if (hl > MAX_HEADER) return zl_err("%s: header length %llu exceeds the 100 MB limit", label, (unsigned long long)hl);
+    if (hl > MAX_HEADER) {
+        int text = 1; /* a text file (a JSON config, a "latest" pointer, an HTML error page) read as safetensors */
+        for (int i = 0; i < 8; i++) text &= sh->bytes[i] >= 0x20 && sh->bytes[i] < 0x7f;
+        if (text)
+            return zl_err("%s: not a safetensors file: it starts with text (\"%.8s\"), where safetensors starts with the header length",
+                          label, (const char *)sh->bytes);
+        return zl_err("%s: header length %llu exceeds the 100 MB limit", label, (unsigned long long)hl);
+    }
     if (hl > sh->size - 8)
         return zl_err("%s: header length %llu runs past the end of the file (%zu bytes): truncated download?",
                       label, (unsigned long long)hl, sh->size);
