@@ -113,17 +113,6 @@ void zl_ops_set_attention_bf16_backend(int backend) { att_bf16_backend = backend
 int zl_ops_attention_bf16_backend_(void) { return att_bf16_backend; }
 long zl_ops_attention_bf16_fast_calls(void) { return att_bf16_fast; }
 
-/* x rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN (quieted), as zl_f32_to_bf16. */
-static inline float bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x400000u;
-    else u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* Number of keys a task sees: all, or up to the causal limit of its last query. */
 static long task_kend(const att_t *a, int i0, int bq) {
     if (!a->causal) return a->nk;
@@ -141,7 +130,7 @@ static void load_qt(const att_t *a, const att_scr *s, int h, int i0, int bq, int
     for (int c = 0; c < width; c++) {
         const float *qr = a->q + (size_t)(i0 + c) * a->qs + (size_t)h * a->hd;
         if (a->rnd)
-            for (int d = 0; d < a->hd; d++) s->Qt[(size_t)d * BQ + c] = c < bq ? bf16_round(qr[d]) * a->qscale : 0.0f;
+            for (int d = 0; d < a->hd; d++) s->Qt[(size_t)d * BQ + c] = c < bq ? zl_bf16_round(qr[d]) * a->qscale : 0.0f;
         else
             for (int d = 0; d < a->hd; d++) s->Qt[(size_t)d * BQ + c] = c < bq ? qr[d] * a->qscale : 0.0f;
     }
@@ -198,7 +187,7 @@ static void task_generic(const att_t *a, const att_scr *s, int h, int i0, int bq
                 float *p = &s->St[(size_t)j * BQ + c];
                 *p = exp2f(*p - mu);
                 sum += *p;
-                if (a->rnd) *p = bf16_round(*p);
+                if (a->rnd) *p = zl_bf16_round(*p);
             }
             s->al[c] = exp2f(s->m[c] - mu);
             s->l[c] = s->l[c] * s->al[c] + sum;
@@ -235,7 +224,7 @@ static void row_fallback(const att_t *a, int h, int i) {
         const float *vr = a->v + (size_t)j * a->ks + (size_t)kvh * hd;
         float sc = 0.0f;
         if (a->rnd) /* bf16 compute: q, k, v and p rounded on the fly */
-            for (int d = 0; d < hd; d++) sc += bf16_round(qr[d]) * bf16_round(kr[d]);
+            for (int d = 0; d < hd; d++) sc += zl_bf16_round(qr[d]) * zl_bf16_round(kr[d]);
         else
             for (int d = 0; d < hd; d++) sc += qr[d] * kr[d];
         sc *= scale;
@@ -248,8 +237,8 @@ static void row_fallback(const att_t *a, int h, int i) {
         float p = expf(sc - m);
         l += p;
         if (a->rnd) {
-            p = bf16_round(p);
-            for (int d = 0; d < hd; d++) orow[d] += p * bf16_round(vr[d]);
+            p = zl_bf16_round(p);
+            for (int d = 0; d < hd; d++) orow[d] += p * zl_bf16_round(vr[d]);
         } else {
             for (int d = 0; d < hd; d++) orow[d] += p * vr[d];
         }
@@ -298,7 +287,7 @@ ZL_AVX512_INLINE void task_simd_nv(const att_t *a, const att_scr *s, int h, int 
             for (j = 0; j < nkb; j++) {
                 float *p = s->St + (size_t)j * BQ + 16 * v;
                 __m512 e = zl_exp2_ps(_mm512_sub_ps(_mm512_load_ps(p), mu));
-                _mm512_store_ps(p, RND ? _mm512_castsi512_ps(bf16_round_bits(e)) : e);
+                _mm512_store_ps(p, RND ? _mm512_castsi512_ps(zl_bf16_round_bits(e)) : e);
                 sum = _mm512_add_ps(sum, e);
             }
             __m512 al = zl_exp2_ps(_mm512_sub_ps(mo, mu));
@@ -349,8 +338,8 @@ static void task_simd(const att_t *a, const att_scr *s, int h, int i0, int bq) {
 ZL_AVX512 static void round_rows_simd(float *dst, const float *src, size_t ks, size_t r0, size_t r1) {
     size_t i = r0 * ks, e = r1 * ks;
     for (; i + 16 <= e; i += 16)
-        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(bf16_round_bits(_mm512_loadu_ps(src + i))));
-    for (; i < e; i++) dst[i] = bf16_round(src[i]);
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(zl_bf16_round_bits(_mm512_loadu_ps(src + i))));
+    for (; i < e; i++) dst[i] = zl_bf16_round(src[i]);
 }
 
 /* ------------------------------------------------------------------ AVX512_BF16 version */
@@ -374,8 +363,8 @@ ZL_BF16K static void convert_v(const att_t *a, size_t nkvh, size_t t0, size_t t1
             uint32_t *dst = a->vb + (kvh * (size_t)a->nk2 + t) * (size_t)hd;
             for (int d = 0; d < hd; d += 16) {
                 __mmask16 mk = (__mmask16)(hd - d >= 16 ? 0xffffu : (1u << (hd - d)) - 1);
-                __m512i lo = _mm512_srli_epi32(bf16_round_bits(_mm512_maskz_loadu_ps(mk, v0 + d)), 16);
-                __m512i hi = has1 ? bf16_round_bits(_mm512_maskz_loadu_ps(mk, v1 + d)) : _mm512_setzero_si512();
+                __m512i lo = _mm512_srli_epi32(zl_bf16_round_bits(_mm512_maskz_loadu_ps(mk, v0 + d)), 16);
+                __m512i hi = has1 ? zl_bf16_round_bits(_mm512_maskz_loadu_ps(mk, v1 + d)) : _mm512_setzero_si512();
                 _mm512_mask_storeu_epi32(dst + d, mk, _mm512_or_si512(lo, hi));
             }
         }
@@ -485,7 +474,7 @@ static void round_rows(float *dst, const float *src, size_t ks, size_t r0, size_
     if (simd) { round_rows_simd(dst, src, ks, r0, r1); return; }
 #endif
     (void)simd;
-    for (size_t i = r0 * ks; i < r1 * ks; i++) dst[i] = bf16_round(src[i]);
+    for (size_t i = r0 * ks; i < r1 * ks; i++) dst[i] = zl_bf16_round(src[i]);
 }
 
 /* ------------------------------------------------------------------ driver */

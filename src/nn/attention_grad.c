@@ -65,17 +65,6 @@ typedef struct {
     int hd2, nk2, nq2;                          /* ⌈hd/2⌉, ⌈nk/2⌉, ⌈nq/2⌉ */
 } ag_t;
 
-/* x rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN (quieted), as zl_f32_to_bf16. */
-static inline float bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x400000u;
-    else u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* bf16 compute: how often the AVX512_BF16 kernel ran (zl_ops_attention_backward_bf16_fast_calls). */
 static long agb_fast;
 long zl_ops_attention_backward_bf16_fast_calls(void) { return agb_fast; }
@@ -136,8 +125,8 @@ static void block_p_ds(const ag_t *a, const ag_scr *s, int h, int i0, int bq, in
         }
         for (int j = 0; j < GBK; j++) {
             float p = j < vis ? expf(sc[j] * a->scale - lse) : 0.0f, ds = p * (dp[j] - Di);
-            P[j] = a->rnd ? bf16_round(p) : p;
-            dS[j] = a->rnd ? bf16_round(ds) : ds;
+            P[j] = a->rnd ? zl_bf16_round(p) : p;
+            dS[j] = a->rnd ? zl_bf16_round(ds) : ds;
         }
     }
 }
@@ -294,7 +283,7 @@ ZL_AVX512_INLINE void simd_dq_nv(const ag_t *a, const sx_scr *s, int h, int i0, 
                     p = _mm512_maskz_mov_ps(_mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32((int)(thr - 16 * v))), p);
                 __m512 dp = _mm512_sub_ps(_mm512_load_ps(s->dP + (size_t)j * BQ + 16 * v), _mm512_load_ps(s->Dv + 16 * v));
                 __m512 ds = _mm512_mul_ps(p, dp);
-                _mm512_store_ps(sp, a->rnd ? _mm512_castsi512_ps(bf16_round_bits(ds)) : ds);
+                _mm512_store_ps(sp, a->rnd ? _mm512_castsi512_ps(zl_bf16_round_bits(ds)) : ds);
             }
         }
         acc_product(s->A1, s->S, K, a->ks, s->ones, nkb, hd, NV);
@@ -348,8 +337,8 @@ ZL_AVX512_INLINE void simd_dkdv_nv(const ag_t *a, const sx_scr *s, int kvh, int 
                     }
                     __m512 ds = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_load_ps(dpp), Di));
                     if (a->rnd) {
-                        p = _mm512_castsi512_ps(bf16_round_bits(p));
-                        ds = _mm512_castsi512_ps(bf16_round_bits(ds));
+                        p = _mm512_castsi512_ps(zl_bf16_round_bits(p));
+                        ds = _mm512_castsi512_ps(zl_bf16_round_bits(ds));
                     }
                     _mm512_store_ps(sp, p);
                     _mm512_store_ps(dpp, ds);
@@ -569,8 +558,8 @@ ZL_BF16K static void conv_rowpairs(uint32_t *dst, const float *src, size_t strid
             uint32_t *o = dst + ((size_t)h * rows2 + t) * (size_t)hd;
             for (int d = 0; d < hd; d += 16) {
                 __mmask16 mk = (__mmask16)(hd - d >= 16 ? 0xffffu : (1u << (hd - d)) - 1);
-                __m512i lo = _mm512_srli_epi32(bf16_round_bits(_mm512_maskz_loadu_ps(mk, x0 + d)), 16);
-                __m512i hi = has1 ? bf16_round_bits(_mm512_maskz_loadu_ps(mk, x1 + d)) : _mm512_setzero_si512();
+                __m512i lo = _mm512_srli_epi32(zl_bf16_round_bits(_mm512_maskz_loadu_ps(mk, x0 + d)), 16);
+                __m512i hi = has1 ? zl_bf16_round_bits(_mm512_maskz_loadu_ps(mk, x1 + d)) : _mm512_setzero_si512();
                 _mm512_mask_storeu_epi32(o + d, mk, _mm512_or_si512(lo, hi));
             }
         }
@@ -578,7 +567,7 @@ ZL_BF16K static void conv_rowpairs(uint32_t *dst, const float *src, size_t strid
 #endif
 
 /* q, k, v or g as read by the row version: rounded on the fly when a->fly. */
-static inline float rd(const ag_t *a, float x) { return a->fly ? bf16_round(x) : x; }
+static inline float rd(const ag_t *a, float x) { return a->fly ? zl_bf16_round(x) : x; }
 
 /* The serial version with no scratch: every (head, query) row, accumulating into zeroed dq, dk, dv. */
 static void rows_serial(const ag_t *a) {
@@ -608,8 +597,8 @@ static void rows_serial(const ag_t *a) {
                 }
                 float p = expf(sc * a->scale - lse), ds = p * (dp - D);
                 if (a->rnd) {
-                    p = bf16_round(p);
-                    ds = bf16_round(ds);
+                    p = zl_bf16_round(p);
+                    ds = zl_bf16_round(ds);
                 }
                 for (int d = 0; d < hd; d++) {
                     dqi[d] += a->scale * ds * rd(a, kj[d]);
@@ -829,7 +818,7 @@ void zl_op_attention_backward(float *dq, float *dk, float *dv, const float *dout
                 float *dst = w == 0 ? cq : w == 1 ? ck : w == 2 ? cv : cg;
                 size_t rs = w == 1 || w == 2 ? a.ks : a.qs, rn = w == 1 || w == 2 ? (size_t)nk : (size_t)nq;
                 size_t r1 = r0 + CONV_ROWS < rn ? r0 + CONV_ROWS : rn;
-                for (size_t i = r0 * rs; i < r1 * rs; i++) dst[i] = bf16_round(src[i]);
+                for (size_t i = r0 * rs; i < r1 * rs; i++) dst[i] = zl_bf16_round(src[i]);
             }
         }
 #pragma omp for schedule(static)

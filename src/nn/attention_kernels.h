@@ -6,7 +6,7 @@
  * The forward uses them as S = K·Qᵀ and O = α·O + Vᵀ·P with queries along the lanes; the backward also
  * with keys along the lanes. The bf16 versions (qk_rows_bf16, pv_rows_bf16: vdpbf16ps on pairs of bf16
  * values, the reduced dimension paired) serve the forward's and the backward's bf16 compute mode, with
- * bf16_round_bits and pack_pairs, which produce their operands. */
+ * zl_bf16_round_bits and pack_pairs, which produce their operands. */
 #ifndef ZL_ATTENTION_KERNELS_H
 #define ZL_ATTENTION_KERNELS_H
 #include "nn/ops_internal.h"
@@ -73,17 +73,6 @@ ZL_AVX512_INLINE void pv_rows(float *Ot, const float *P, const float *V, size_t 
 
 /* ------------------------------------------------------------------ bf16 (AVX512_BF16) */
 
-/* 16 lanes rounded to bf16 as zl_f32_to_bf16 (NaN quieted), as f32 bits (low 16 bits zero). */
-ZL_AVX512_INLINE __m512i bf16_round_bits(__m512 v) {
-    __m512i u = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
-    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
-}
-
 #define ZL_BF16K __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 #define ZL_BF16K_INLINE static inline __attribute__((always_inline, target("avx512bf16,avx512f,avx512bw,avx512vl")))
 
@@ -96,8 +85,8 @@ ZL_BF16K_INLINE void pack_pairs(uint32_t *dst, size_t stride, const float *src, 
         int m = n - d < 32 ? n - d : 32, m0 = m < 16 ? m : 16, m1 = m - m0;
         __m512 x0 = _mm512_maskz_loadu_ps((__mmask16)((1u << m0) - 1), src + d);
         __m512 x1 = _mm512_maskz_loadu_ps((__mmask16)((1u << m1) - 1), src + d + 16);
-        __m256i b0 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_round_bits(x0), 16));
-        __m256i b1 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_round_bits(x1), 16));
+        __m256i b0 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(zl_bf16_round_bits(x0), 16));
+        __m256i b1 = _mm512_cvtepi32_epi16(_mm512_srli_epi32(zl_bf16_round_bits(x1), 16));
         __m512i pr = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1);
         __mmask16 mk = (__mmask16)((1u << ((m + 1) / 2)) - 1);
         if (stride == 1) _mm512_mask_storeu_epi32(dst + d / 2, mk, pr);

@@ -46,17 +46,6 @@ static inline float bf16f(uint16_t h) {
     return f;
 }
 
-/* x rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN (quieted), as zl_f32_to_bf16. */
-static inline float bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x400000u;
-    else u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* ------------------------------------------------------------------ conversion of W rows */
 
 #ifdef ZL_X86_SIMD
@@ -69,23 +58,13 @@ ZL_AVX512 static void bf16_to_f32_avx512(float *dst, const uint16_t *src, size_t
     for (; i < n; i++) dst[i] = bf16f(src[i]);
 }
 
-/* The same rounding, 16 lanes: the bits of the rounded value (low 16 bits zero). */
-ZL_AVX512_INLINE __m512i bf16_round_bits_avx512(__m512 v) {
-    __m512i u = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
-    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
-}
-ZL_AVX512_INLINE __m512 bf16_round_avx512(__m512 v) { return _mm512_castsi512_ps(bf16_round_bits_avx512(v)); }
+ZL_AVX512_INLINE __m512 bf16_round_avx512(__m512 v) { return _mm512_castsi512_ps(zl_bf16_round_bits(v)); }
 
 /* dst = bf16(src), n elements. */
 ZL_AVX512 static void f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i b = _mm512_srli_epi32(bf16_round_bits_avx512(_mm512_loadu_ps(src + i)), 16);
+        __m512i b = _mm512_srli_epi32(zl_bf16_round_bits(_mm512_loadu_ps(src + i)), 16);
         _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(b));
     }
     for (; i < n; i++) dst[i] = zl_f32_to_bf16(src[i]);
@@ -94,7 +73,7 @@ ZL_AVX512 static void f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t
 ZL_AVX512 static void round_bf16_avx512(float *dst, const float *src, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, bf16_round_avx512(_mm512_loadu_ps(src + i)));
-    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+    for (; i < n; i++) dst[i] = zl_bf16_round(src[i]);
 }
 #endif
 
@@ -116,7 +95,7 @@ static void round_x(void *dst, const float *src, size_t cnt, int tobf16, int sim
         if (tobf16)
             for (size_t i = 0; i < m; i++) ((uint16_t *)dst)[i0 + i] = zl_f32_to_bf16(src[i0 + i]);
         else
-            for (size_t i = 0; i < m; i++) ((float *)dst)[i0 + i] = bf16_round(src[i0 + i]);
+            for (size_t i = 0; i < m; i++) ((float *)dst)[i0 + i] = zl_bf16_round(src[i0 + i]);
     }
     (void)simd;
 }
@@ -168,7 +147,7 @@ static void direct_generic(float *y, const float *x, const zl_linear *L, int n, 
                     const float *xr = x + (size_t)(r0 + rr) * in + i0;
                     float s = 0;
                     if (rx)
-                        for (int i = 0; i < ni; i++) s += bf16_round(xr[i]) * wb[i];
+                        for (int i = 0; i < ni; i++) s += zl_bf16_round(xr[i]) * wb[i];
                     else
                         for (int i = 0; i < ni; i++) s += xr[i] * wb[i];
                     acc[rr] += s;
@@ -213,7 +192,7 @@ ZL_AVX512 static void direct_bf16_avx512(float *y, const float *x, const uint16_
             for (int a = 0; a < no; a++)
                 for (int b = 0; b < nr; b++) {
                     float s = _mm512_reduce_add_ps(acc[a][b]);
-                    for (int j = i; j < in; j++) s += bf16f(wr[a][j]) * (rx ? bf16_round(xr[b][j]) : xr[b][j]);
+                    for (int j = i; j < in; j++) s += bf16f(wr[a][j]) * (rx ? zl_bf16_round(xr[b][j]) : xr[b][j]);
                     float *yo = y + (size_t)(r0 + b) * out + ob + a;
                     *yo = (beta != 0.0f ? *yo : 0.0f) + s;
                 }
@@ -363,14 +342,10 @@ static void drop_blocking(const dscratch *d, int in, int *nc, int *rw) {
     *rw = (int)(d->cap / (size_t)*nc);
 }
 
-/* t [ni, rr] = x̃[i0 : i0 + ni] · down[r0 : r0 + rr]ᵀ, x̃ = x or, with dropout, x∘M (through d). */
-static void branch_xdown(float *t, const float *x, const zl_branch *b, int i0, int ni, int r0, int rr, int in,
-                         const dscratch *d) {
-    if (b->dropout <= 0.0f) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, rr, in, 1.0f, x + (size_t)i0 * in, in,
-                    b->down + (size_t)r0 * in, in, 0.0f, t, rr);
-        return;
-    }
+/* t [ni, rr] = (x∘M)[i0 : i0 + ni] · down[r0 : r0 + rr]ᵀ, block by block through d; with u [ni, rr], each
+ * masked block also serves d_down[r0 : r0 + rr] += scale·uᵀ·(x∘M) (one mask pass for both factors). */
+static void drop_xdown(float *t, const float *x, const zl_branch *b, int i0, int ni, int r0, int rr, int in,
+                       const dscratch *d, const float *u) {
     int nc, rw;
     drop_blocking(d, in, &nc, &rw);
     for (int a = 0; a < ni; a += rw)
@@ -379,7 +354,21 @@ static void branch_xdown(float *t, const float *x, const zl_branch *b, int i0, i
             drop_block(d->p, x, b, i0 + a, na, in, j0, nj);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, na, rr, nj, 1.0f, d->p, nj,
                         b->down + (size_t)r0 * in + j0, in, j0 ? 1.0f : 0.0f, t + (size_t)a * rr, rr);
+            if (u)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, nj, na, b->scale, u + (size_t)a * rr, rr,
+                            d->p, nj, 1.0f, b->d_down + (size_t)r0 * in + j0, in);
         }
+}
+
+/* t [ni, rr] = x̃[i0 : i0 + ni] · down[r0 : r0 + rr]ᵀ, x̃ = x or, with dropout, x∘M (through d). */
+static void branch_xdown(float *t, const float *x, const zl_branch *b, int i0, int ni, int r0, int rr, int in,
+                         const dscratch *d) {
+    if (b->dropout <= 0.0f) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, rr, in, 1.0f, x + (size_t)i0 * in, in,
+                    b->down + (size_t)r0 * in, in, 0.0f, t, rr);
+        return;
+    }
+    drop_xdown(t, x, b, i0, ni, r0, rr, in, d, NULL);
 }
 
 /* Masked-block scratch for the branches of L that have dropout: heap (DROP_BLOCK floats, fewer for small
@@ -533,7 +522,7 @@ static void dx_direct(float *dx, const float *dy, const zl_linear *L, int n, flo
             }
             for (int r = 0; r < n; r++) {
                 float g = dy[(size_t)r * out + o];
-                if (rdy) g = bf16_round(g);
+                if (rdy) g = zl_bf16_round(g);
                 if (g == 0.0f) continue;
                 float *d = dx + (size_t)r * in + i0;
 #pragma omp simd
@@ -595,17 +584,7 @@ static const float *branch_param_grads(const float *dy, const float *x, const zl
                  * (the same blocks and order as the separate paths below: the same numbers, one mask pass) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, rr, out, 1.0f, gi, out, b->up + r0, r, 0.0f,
                             u, rr);
-                int nc, rw;
-                drop_blocking(d, in, &nc, &rw);
-                for (int a = 0; a < ni; a += rw)
-                    for (int j0 = 0, na = ni - a < rw ? ni - a : rw; j0 < in; j0 += nc) {
-                        int nj = in - j0 < nc ? in - j0 : nc;
-                        drop_block(d->p, x, b, i0 + a, na, in, j0, nj);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, na, rr, nj, 1.0f, d->p, nj,
-                                    b->down + (size_t)r0 * in + j0, in, j0 ? 1.0f : 0.0f, t + (size_t)a * rr, rr);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, nj, na, b->scale, u + (size_t)a * rr, rr,
-                                    d->p, nj, 1.0f, b->d_down + (size_t)r0 * in + j0, in);
-                    }
+                drop_xdown(t, x, b, i0, ni, r0, rr, in, d, u);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, rr, ni, b->scale, gi, out, t, rr, 1.0f,
                             b->d_up + r0, r);
                 continue;

@@ -10,6 +10,7 @@
 #define ZL_OPS_INTERNAL_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { ZL_KERNELS_AUTO = 0, ZL_KERNELS_GENERIC = 1, ZL_KERNELS_FALLBACK = 2 };
 
@@ -62,6 +63,17 @@ int zl_bf16_gemm_dnnl_available_(void);
 /* linear.c: dst [cnt] = bf16(src) (nearest even), OpenMP over blocks when big. */
 void zl_f32_to_bf16_par_(uint16_t *dst, const float *src, size_t cnt);
 
+/* x rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN (quieted), as zl_f32_to_bf16. */
+static inline float zl_bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x400000u;
+    else u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define ZL_X86_SIMD 1
 #include <immintrin.h>
@@ -106,6 +118,17 @@ ZL_AVX512_INLINE __m512 zl_exp_ps(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
+/* The same rounding, 16 lanes: the bits of the rounded value (low 16 bits zero). */
+ZL_AVX512_INLINE __m512i zl_bf16_round_bits(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
+}
+
 #endif
 
 #endif
