@@ -57,6 +57,8 @@ double zl_test_golden_rel_l2(const float *y, const char *path, const char *tenso
 int zl_test_run(const char *cmd, char **out);
 /* The whole file, 0-terminated (malloc'd; NULL if it cannot be read); its length in *len when len is given. */
 char *zl_test_slurp(const char *path, size_t *len);
+/* The file parsed as JSON (cJSON_Delete it); NULL if it cannot be read or parsed. */
+struct cJSON *zl_test_read_json(const char *path);
 
 /* End-to-end model folders (tests/tiny_model.c): a diffusers-layout Z-Image folder at dir made of the tiny
  * test models (DiT, Qwen3 and VAE tiny_a, the tokenizer cut to 1000 ids) with the given scheduler shift;

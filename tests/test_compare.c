@@ -69,17 +69,6 @@ static int write_file(const char *name, const char *text) {
     return fclose(f);
 }
 
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    zl_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zl_buf_printf(&b, "%.*s", (int)n, chunk);
-    fclose(f);
-    return b.s ? b.s : zl_xstrdup("");
-}
-
 TEST(compare_inputs_prompts_seeds_thresholds) {
     char **ps;
     int n;
@@ -163,10 +152,8 @@ static int count_occurrences(const char *hay, const char *needle) {
 
 static cJSON *load_json(const char *dir, const char *name) {
     char *p = zl_xasprintf("%s/%s/%s", zl_test_dir(), dir, name);
-    char *t = read_file(p);
+    cJSON *j = zl_test_read_json(p);
     free(p);
-    cJSON *j = t ? cJSON_Parse(t) : NULL;
-    free(t);
     return j;
 }
 
@@ -201,7 +188,7 @@ static int same_num(double a, double b) { return (isnan(a) && isnan(b)) || a == 
 /* metrics.csv holds the cells of metrics.json, field for field */
 static int csv_agrees(const char *dir, const cJSON *j) {
     char *p = zl_xasprintf("%s/%s/metrics.csv", zl_test_dir(), dir);
-    char *t = read_file(p);
+    char *t = zl_test_slurp(p, NULL);
     free(p);
     if (!t) return 0;
     const cJSON *cells = cJSON_GetObjectItem(j, "cells");
@@ -239,7 +226,7 @@ static int csv_agrees(const char *dir, const cJSON *j) {
 /* Every src="..." and href="..." of report.html names a file that exists; the number of <img> tags. */
 static int report_files_exist(const char *dir, int *nimg) {
     char *p = zl_xasprintf("%s/%s/report.html", zl_test_dir(), dir);
-    char *t = read_file(p);
+    char *t = zl_test_slurp(p, NULL);
     free(p);
     if (!t) return 0;
     int ok = 1, refs = 0;
@@ -271,7 +258,7 @@ static int chromium_loads_all_images(const char *dir, int nimg) {
     }
     if (!br) return -1;
     char *p = zl_xasprintf("%s/%s/report.html", zl_test_dir(), dir);
-    char *t = read_file(p);
+    char *t = zl_test_slurp(p, NULL);
     free(p);
     char *end = t ? strstr(t, "</body>") : NULL;
     if (!end) { free(t); return 0; }

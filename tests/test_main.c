@@ -2,6 +2,7 @@
 
 #include "test.h"
 #include "io/safetensors.h"
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +32,13 @@ char *zl_test_slurp(const char *path, size_t *len) {
     if (b) b[got] = 0;
     if (len) *len = got;
     return b;
+}
+
+cJSON *zl_test_read_json(const char *path) {
+    char *s = zl_test_slurp(path, NULL);
+    cJSON *j = s ? cJSON_Parse(s) : NULL;
+    free(s);
+    return j;
 }
 
 int zl_test_run(const char *cmd, char **out) {

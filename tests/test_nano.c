@@ -22,13 +22,6 @@
 #define NANO "models/nano"
 #define NDATA "tests/data/nano"
 
-static cJSON *read_json(const char *path) {
-    char *s = zl_test_slurp(path, NULL);
-    cJSON *j = s ? cJSON_Parse(s) : NULL;
-    free(s);
-    return j;
-}
-
 /* "[\n[1,2],\n[3]\n]\n": the format of `zlora debug tokenize` and tests/ref/tokenize_file.mjs */
 static char *ids_text(zl_tokenizer *t, const cJSON *prompts, int templ) {
     zl_buf b = {0};
@@ -58,7 +51,7 @@ static int first_diff_line(const char *a, const char *b) {
 TEST(nano_tokenizer_matches_js_golden) {
     zl_tokenizer *t;
     CHECK(zl_tok_load(NANO, &t) == 0); /* a model folder with tokenizer/ */
-    cJSON *pr = read_json(NDATA "/prompts.json");
+    cJSON *pr = zl_test_read_json(NDATA "/prompts.json");
     CHECK(pr && cJSON_GetArraySize(pr) > 200);
     for (int templ = 0; templ < 2; templ++) {
         char *want = zl_test_slurp(templ ? NDATA "/expected_template.json" : NDATA "/expected.json", NULL);
@@ -148,7 +141,7 @@ TEST(nano_tokenizer_matches_js_live) {
 }
 
 TEST(nano_text_encoder) {
-    cJSON *pr = read_json(NDATA "/prompts.json");
+    cJSON *pr = zl_test_read_json(NDATA "/prompts.json");
     CHECK(pr);
     zl_qwen3 *m;
     CHECK(zl_qwen3_load(NANO, NULL, &m) == 0);
@@ -186,12 +179,12 @@ TEST(nano_text_encoder) {
 }
 
 TEST(nano_folder) {
-    cJSON *j = read_json(NANO "/model_index.json");
+    cJSON *j = zl_test_read_json(NANO "/model_index.json");
     CHECK(j);
     const cJSON *cls = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
     CHECK(cJSON_IsString(cls) && !strcmp(cls->valuestring, "ZImagePipeline"));
     cJSON_Delete(j);
-    j = read_json(NANO "/scheduler/scheduler_config.json");
+    j = zl_test_read_json(NANO "/scheduler/scheduler_config.json");
     CHECK(j);
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shift");
     CHECK(cJSON_IsNumber(sh) && sh->valuedouble == 3.0);

@@ -14,13 +14,6 @@
 
 #define NANO "models/nano"
 
-static cJSON *read_json(const char *path) {
-    char *b = zl_test_slurp(path, NULL);
-    cJSON *j = b ? cJSON_Parse(b) : NULL;
-    free(b);
-    return j;
-}
-
 static double num(const cJSON *sum, const char *cfg, const char *key) {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(sum, cfg);
     const cJSON *v = c ? cJSON_GetObjectItemCaseSensitive(c, key) : NULL;
@@ -68,7 +61,7 @@ TEST(nano_generate_turbo_is_deterministic_and_sharper_than_base_at_8_steps) {
     free(o);
     char p[700];
     snprintf(p, sizeof p, "%s/summary.json", out);
-    cJSON *s = read_json(p);
+    cJSON *s = zl_test_read_json(p);
     CHECK(s);
     double st = num(s, "turbo", "sharpness"), sb = num(s, "base", "sharpness"), sb30 = num(s, "base 30 cfg 4", "sharpness");
     cJSON_Delete(s);
@@ -145,7 +138,7 @@ TEST(nano_lora_routes_trigger_and_patch) {
     free(o);
     char p[700];
     snprintf(p, sizeof p, "%s/summary.json", out);
-    cJSON *s = read_json(p);
+    cJSON *s = zl_test_read_json(p);
     CHECK(s);
     double et = num(s, "adapter", "effect"), eo = num(s, "adapter", "effect_other");
     double sd = num(s, "direct", "sharpness"), sp = num(s, "direct+patch", "sharpness");

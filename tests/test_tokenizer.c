@@ -56,14 +56,6 @@ __attribute__((destructor)) static void qwen3_free(void) { zl_tok_free(g_tok); g
 
 #define NEED_QWEN3(t) zl_tokenizer *t = qwen3(); CHECK_MSG(t != NULL, "no Qwen3 tokenizer: run `npm ci --prefix tests/ref`")
 
-static cJSON *read_json(const char *path) {
-    char *s = zl_test_slurp(path, NULL);
-    if (!s) return NULL;
-    cJSON *j = cJSON_Parse(s);
-    free(s);
-    return j;
-}
-
 static int write_text(const char *path, const char *s, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -99,7 +91,7 @@ static void print_prompt(int i, const char *p) {
 
 /* Every prompt's ids (plain or templated) against the expected file; prints the first mismatches. */
 static int check_corpus(zl_tokenizer *t, const char *expected, int templ) {
-    cJSON *pr = read_json(TDATA "/prompts.json"), *ex = read_json(expected);
+    cJSON *pr = zl_test_read_json(TDATA "/prompts.json"), *ex = zl_test_read_json(expected);
     if (!pr || !ex || cJSON_GetArraySize(pr) != cJSON_GetArraySize(ex) || cJSON_GetArraySize(pr) < 500) {
         fprintf(stderr, "  bad corpus files (%s)\n", expected);
         cJSON_Delete(pr); cJSON_Delete(ex);
@@ -144,7 +136,7 @@ static int hexval(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && 
 
 TEST(tokenizer_qwen3_invalid_utf8) {
     NEED_QWEN3(t);
-    cJSON *hx = read_json(TDATA "/bytes.json"), *ex = read_json(TDATA "/expected_bytes.json");
+    cJSON *hx = zl_test_read_json(TDATA "/bytes.json"), *ex = zl_test_read_json(TDATA "/expected_bytes.json");
     CHECK(hx && ex && cJSON_GetArraySize(hx) == cJSON_GetArraySize(ex) && cJSON_GetArraySize(hx) > 20);
     int bad = 0, i = 0;
     const cJSON *e = ex->child;
@@ -220,7 +212,7 @@ TEST(tokenizer_qwen3_template_empty) {
 /* decode(encode(p)) == NFC(p) for every prompt; skip_special drops the special tokens only */
 TEST(tokenizer_qwen3_decode_roundtrip) {
     NEED_QWEN3(t);
-    cJSON *pr = read_json(TDATA "/prompts.json");
+    cJSON *pr = zl_test_read_json(TDATA "/prompts.json");
     CHECK(pr);
     int bad = 0, i = 0;
     for (const cJSON *p = pr->child; p; p = p->next, i++) {
@@ -278,7 +270,7 @@ TEST(tokenizer_qwen3_nul_and_lengths) {
 
 /* vocab.json + merges.txt + tokenizer_config.json written from tokenizer.json: same ids */
 static int export_slow_files(const char *dir) {
-    cJSON *root = read_json(qwen3_path());
+    cJSON *root = zl_test_read_json(qwen3_path());
     if (!root) return -1;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     char *v = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(model, "vocab"));
@@ -396,14 +388,14 @@ TEST(tokenizer_qwen3_cli) {
     char *tp = (char *)qwen3_path();
     char *a1[] = {"tokenize", "--tokenizer", tp, "--prompts", TDATA "/prompts.json"};
     CHECK(run_cli(a1, 5, out) == 0);
-    cJSON *got = read_json(out), *want = read_json(TDATA "/expected.json");
+    cJSON *got = zl_test_read_json(out), *want = zl_test_read_json(TDATA "/expected.json");
     CHECK(got && want && cJSON_Compare(got, want, 1));
     cJSON_Delete(got);
     cJSON_Delete(want);
     char *a2[] = {"tokenize", "--tokenizer", tp, "--prompts", TDATA "/prompts.json", "--template"};
     CHECK(run_cli(a2, 6, out) == 0);
-    got = read_json(out);
-    want = read_json(TDATA "/expected_template.json");
+    got = zl_test_read_json(out);
+    want = zl_test_read_json(TDATA "/expected_template.json");
     CHECK(got && want && cJSON_Compare(got, want, 1));
     cJSON_Delete(got);
     cJSON_Delete(want);
@@ -453,7 +445,7 @@ static void *thr_main(void *p) {
 
 TEST(tokenizer_qwen3_threads) {
     NEED_QWEN3(t);
-    cJSON *pr = read_json(TDATA "/prompts.json"), *ex = read_json(TDATA "/expected.json");
+    cJSON *pr = zl_test_read_json(TDATA "/prompts.json"), *ex = zl_test_read_json(TDATA "/expected.json");
     CHECK(pr && ex);
     pthread_t th[4];
     thr_arg a[4];
@@ -503,7 +495,7 @@ TEST(tokenizer_qwen3_huge_inputs) {
 /* speed: load (measured once) and a 512-token prompt; lenient bounds, printed numbers */
 TEST(tokenizer_qwen3_speed) {
     NEED_QWEN3(t);
-    cJSON *pr = read_json(TDATA "/prompts.json");
+    cJSON *pr = zl_test_read_json(TDATA "/prompts.json");
     CHECK(pr);
     /* the prompt with the most tokens, cut to about 512 tokens */
     const cJSON *best = NULL;
