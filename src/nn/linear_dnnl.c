@@ -39,6 +39,7 @@ enum { FWD = 0, DX = 1 };
 typedef struct {
     int kind, n, out, in, bias, sum, threads; /* oneDNN fixes its thread partition when a primitive is created */
     dnnl_primitive_t prim;
+    size_t scratch;     /* bytes of the user scratchpad the primitive needs */
     unsigned long used; /* 0: empty slot */
 } entry;
 
@@ -50,6 +51,8 @@ static entry cache[CACHE];
 static unsigned long clock_;
 static uint16_t *xbuf; /* bf16(x), kept between calls (grown as needed): no page faults per call */
 static size_t xcap;
+static void *sbuf;     /* the primitives' scratchpad (user mode), kept between calls and grown as needed */
+static size_t scap;
 
 static int init_locked(void) {
     if (state) return state;
@@ -76,7 +79,7 @@ static int descs(int kind, int n, int out, int in, dnnl_memory_desc_t *a, dnnl_m
 }
 
 /* A primitive for this product, from the cache or new; NULL when oneDNN has no fast kernel for it. */
-static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, int sum) {
+static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, int sum, size_t *scratch) {
     entry *victim = &cache[0];
     int threads = omp_get_max_threads();
     for (int i = 0; i < CACHE; i++) {
@@ -84,6 +87,7 @@ static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, i
         if (e->used && e->kind == kind && e->n == n && e->out == out && e->in == in && e->bias == bias && e->sum == sum &&
             e->threads == threads) {
             e->used = ++clock_;
+            *scratch = e->scratch;
             return e->prim;
         }
         if (e->used < victim->used) victim = e;
@@ -92,17 +96,18 @@ static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, i
     if (!descs(kind, n, out, in, &a, &b, &c, &bi)) return NULL;
     dnnl_matmul_desc_t md;
     if (dnnl_matmul_desc_init(&md, &a, &b, bias ? &bi : NULL, &c) != dnnl_success) return NULL;
+    /* the scratchpad in user mode: one buffer kept between calls instead of oneDNN's per-call one */
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    if (sum) {
-        int ok = dnnl_primitive_attr_create(&attr) == dnnl_success && dnnl_post_ops_create(&po) == dnnl_success &&
-                 dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
-                 dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
-        if (po) dnnl_post_ops_destroy(po);
-        if (!ok) {
-            if (attr) dnnl_primitive_attr_destroy(attr);
-            return NULL;
-        }
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+    int ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success;
+    if (ok && sum)
+        ok = dnnl_post_ops_create(&po) == dnnl_success && dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (po) dnnl_post_ops_destroy(po);
+    if (!ok) {
+        dnnl_primitive_attr_destroy(attr);
+        return NULL;
     }
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL);
@@ -112,12 +117,15 @@ static dnnl_primitive_t get_locked(int kind, int n, int out, int in, int bias, i
     const char *impl = NULL;
     int fast = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
                !strstr(impl, "ref") && (strstr(impl, "bf16") || strstr(impl, "amx"));
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t sbytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
     dnnl_primitive_t p = NULL;
     if (!fast || dnnl_primitive_create(&p, pd) != dnnl_success) p = NULL;
     dnnl_primitive_desc_destroy(pd);
     if (!p) return NULL;
     if (victim->used) dnnl_primitive_destroy(victim->prim);
-    *victim = (entry){kind, n, out, in, bias, sum, threads, p, ++clock_};
+    *victim = (entry){kind, n, out, in, bias, sum, threads, p, sbytes, ++clock_};
+    *scratch = sbytes;
     return p;
 }
 
@@ -131,20 +139,30 @@ static int run(int kind, float *c, const float *a, const uint16_t *w, const floa
         xbuf = malloc(sizeof(uint16_t) * cnt);
         xcap = xbuf ? cnt : 0;
     }
-    dnnl_primitive_t p = init_locked() == 1 && xbuf ? get_locked(kind, n, out, in, bias != NULL, sum) : NULL;
+    size_t sbytes = 0;
+    dnnl_primitive_t p = init_locked() == 1 && xbuf ? get_locked(kind, n, out, in, bias != NULL, sum, &sbytes) : NULL;
+    if (p && sbytes > scap) {
+        free(sbuf);
+        sbuf = malloc(sbytes);
+        scap = sbuf ? sbytes : 0;
+        if (!sbuf) p = NULL;
+    }
     if (p) {
         zl_f32_to_bf16_par_(xbuf, a, cnt);
-        dnnl_memory_desc_t da, db, dc, dbi;
-        dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbi = NULL;
+        dnnl_memory_desc_t da, db, dc, dbi, ds;
+        dnnl_dims_t dsz = {(dnnl_dim_t)(sbytes ? sbytes : 1)};
+        dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbi = NULL, ms = NULL;
         int ok = descs(kind, n, out, in, &da, &db, &dc, &dbi) &&
+                 dnnl_memory_desc_init_by_tag(&ds, 1, dsz, dnnl_u8, dnnl_a) == dnnl_success &&
+                 dnnl_memory_create(&ms, &ds, engine, sbytes ? sbuf : NULL) == dnnl_success &&
                  dnnl_memory_create(&ma, &da, engine, (void *)xbuf) == dnnl_success &&
                  dnnl_memory_create(&mb, &db, engine, (void *)w) == dnnl_success &&
                  dnnl_memory_create(&mc, &dc, engine, c) == dnnl_success &&
                  (!bias || dnnl_memory_create(&mbi, &dbi, engine, (void *)bias) == dnnl_success);
         if (ok) {
-            dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
-                                       {DNNL_ARG_BIAS, mbi}};
-            if (dnnl_primitive_execute(p, stream, bias ? 4 : 3, args) == dnnl_success &&
+            dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                       {DNNL_ARG_SCRATCHPAD, ms}, {DNNL_ARG_BIAS, mbi}};
+            if (dnnl_primitive_execute(p, stream, bias ? 5 : 4, args) == dnnl_success &&
                 dnnl_stream_wait(stream) == dnnl_success)
                 rc = 0;
         }
@@ -152,6 +170,7 @@ static int run(int kind, float *c, const float *a, const uint16_t *w, const floa
         if (mb) dnnl_memory_destroy(mb);
         if (mc) dnnl_memory_destroy(mc);
         if (mbi) dnnl_memory_destroy(mbi);
+        if (ms) dnnl_memory_destroy(ms);
     }
     pthread_mutex_unlock(&mu);
     return rc;
