@@ -3,7 +3,7 @@
 # Called by `make test` and `make demo`, so it must be quick when everything is already there.
 # pkg-config, cairo and Pango draw the labels of compare's grids; chromium (headless) is the browser the tests
 # load compare's report.html in
-PKGS="build-essential clang libclang-rt-14-dev libopenblas-dev liblapacke-dev libcjson-dev libdnnl-dev libpcre2-dev libutf8proc-dev libpng-dev libjpeg-dev libwebp-dev pkg-config libcairo2-dev libpango1.0-dev fonts-dejavu-core chromium python3-numpy"
+PKGS="build-essential clang libclang-rt-14-dev libopenblas-dev libopenblas0-openmp liblapacke-dev libcjson-dev libdnnl-dev libpcre2-dev libutf8proc-dev libpng-dev libjpeg-dev libwebp-dev pkg-config libcairo2-dev libpango1.0-dev fonts-dejavu-core chromium python3-numpy"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
