@@ -362,8 +362,11 @@ static void drop_xdown(float *t, const float *x, const zl_branch *b, int i0, int
 
 /* t [ni, rr] = x̃[i0 : i0 + ni] · down[r0 : r0 + rr]ᵀ, x̃ = x or, with dropout, x∘M (through d). */
 static void branch_xdown(float *t, const float *x, const zl_branch *b, int i0, int ni, int r0, int rr, int in,
-                         const dscratch *d) {
+                         const dscratch *d, int kern) {
     if (b->dropout <= 0.0f) {
+        if (kern == ZL_KERNELS_SIMD && !zl_lowrank_pass_(x + (size_t)i0 * in, ni, in, in, b->down + (size_t)r0 * in, in, 1,
+                                                          t, rr, NULL, 0, NULL, 0, 0, 0.0f, rr))
+            return;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, rr, in, 1.0f, x + (size_t)i0 * in, in,
                     b->down + (size_t)r0 * in, in, 0.0f, t, rr);
         return;
@@ -403,7 +406,7 @@ static void apply_branch(float *y, const float *x, const zl_branch *b, int n, in
         int rr = r - r0 < rc ? r - r0 : rc;
         for (int i0 = 0; i0 < n; i0 += nr) {
             int ni = n - i0 < nr ? n - i0 : nr;
-            branch_xdown(t, x, b, i0, ni, r0, rr, in, d);
+            branch_xdown(t, x, b, i0, ni, r0, rr, in, d, kern);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, out, rr, b->scale, t, rr, b->up + r0, r, 1.0f,
                         y + (size_t)i0 * out, out);
         }
@@ -564,11 +567,37 @@ typedef struct {
     size_t cap;
 } bscratch;
 
+/* The parameter gradients of ranks [r0, r0 + rr) of branch b over rows gi = dy[i0 ..], xi = x[i0 ..] (ni rows)
+ * by lowrank.c's passes: t = x·downᵀ (when d_up), then one pass over dy for u = dy·up (when d_down) and
+ * d_up += scale·dyᵀ·t, then one over x for d_down += scale·uᵀ·x. 1 when done; 0 (nothing written, or
+ * only t and u, which the BLAS path then recomputes) when a pass could not run. */
+static int lowrank_param_grads(const float *gi, const float *xi, const zl_branch *b, int ni, int in, int out, int r0,
+                               int rr, float *t, float *u) {
+    int r = b->r;
+    if (b->d_up && zl_lowrank_pass_(xi, ni, in, in, b->down + (size_t)r0 * in, in, 1, t, rr, NULL, 0, NULL, 0, 0, 0.0f, rr))
+        return 0;
+    if (b->d_down && b->d_up) {
+        /* both in one pass over dy: u is written before d_up is touched, so a failure leaves d_up as it was */
+        if (zl_lowrank_pass_(gi, ni, out, out, b->up + r0, r, 0, u, rr, t, rr, b->d_up + r0, r, 0, b->scale, rr)) return 0;
+    } else if (b->d_up) {
+        if (zl_lowrank_pass_(gi, ni, out, out, NULL, 0, 0, NULL, 0, t, rr, b->d_up + r0, r, 0, b->scale, rr)) return 0;
+    } else if (zl_lowrank_pass_(gi, ni, out, out, b->up + r0, r, 0, u, rr, NULL, 0, NULL, 0, 0, 0.0f, rr)) {
+        return 0;
+    }
+    if (b->d_down &&
+        zl_lowrank_pass_(xi, ni, in, in, NULL, 0, 0, NULL, 0, u, rr, b->d_down + (size_t)r0 * in, in, 1, b->scale, rr)) {
+        /* d_up is done already; d_down by BLAS from the u just formed */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rr, in, ni, b->scale, u, rr, xi, in, 1.0f,
+                    b->d_down + (size_t)r0 * in, in);
+    }
+    return 1;
+}
+
 /* d_up += scale·dyᵀ·(x·downᵀ) and d_down += scale·(dy·up)ᵀ·x, in chunks of rows and ranks that fit s (two
  * blocks of rows × ranks). Returns dy·up [n, r] (in s) when d_down needed it and one chunk held all of it,
  * for branch_dx to reuse; else NULL. */
 static const float *branch_param_grads(const float *dy, const float *x, const zl_branch *b, int n, int in, int out,
-                                       const bscratch *s, const dscratch *d) {
+                                       const bscratch *s, const dscratch *d, int kern) {
     int r = b->r;
     int rc = (size_t)r < s->cap / 2 ? r : (int)(s->cap / 2);
     size_t nrows = s->cap / (2 * (size_t)rc);
@@ -589,8 +618,10 @@ static const float *branch_param_grads(const float *dy, const float *x, const zl
                             b->d_up + r0, r);
                 continue;
             }
+            if (kern == ZL_KERNELS_SIMD && b->dropout <= 0.0f && lowrank_param_grads(gi, xi, b, ni, in, out, r0, rr, t, u))
+                continue;
             if (b->d_up) {
-                branch_xdown(t, x, b, i0, ni, r0, rr, in, d);
+                branch_xdown(t, x, b, i0, ni, r0, rr, in, d, kern);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, rr, ni, b->scale, gi, out, t, rr, 1.0f,
                             b->d_up + r0, r);
             }
@@ -634,7 +665,7 @@ static void branch_dx_dropped(float *dx, const float *u, const zl_branch *b, int
 /* dx += scale·(dy·up)·down (masked when the branch has dropout), in chunks that fit s; dyup: dy·up [n, r]
  * already computed (or NULL). */
 static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int in, int out, const bscratch *s,
-                      const float *dyup, const dscratch *d) {
+                      const float *dyup, const dscratch *d, int kern) {
     int r = b->r;
     if (dyup && b->dropout > 0.0f) {
         branch_dx_dropped(dx, dyup, b, 0, n, 0, r, in, d);
@@ -651,8 +682,10 @@ static void branch_dx(float *dx, const float *dy, const zl_branch *b, int n, int
         int rr = r - r0 < rc ? r - r0 : rc;
         for (int i0 = 0; i0 < n; i0 += nr) {
             int ni = n - i0 < nr ? n - i0 : nr;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, rr, out, 1.0f, dy + (size_t)i0 * out, out,
-                        b->up + r0, r, 0.0f, s->p, rr);
+            if (kern != ZL_KERNELS_SIMD || zl_lowrank_pass_(dy + (size_t)i0 * out, ni, out, out, b->up + r0, r, 0, s->p, rr,
+                                                            NULL, 0, NULL, 0, 0, 0.0f, rr))
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, rr, out, 1.0f, dy + (size_t)i0 * out, out,
+                            b->up + r0, r, 0.0f, s->p, rr);
             if (b->dropout > 0.0f) branch_dx_dropped(dx, s->p, b, i0, ni, r0, rr, in, d);
             else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, in, rr, b->scale, s->p, rr,
                              b->down + (size_t)r0 * in, in, 1.0f, dx + (size_t)i0 * in, in);
@@ -701,7 +734,7 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
         for (int i = 0; i < L->nbranch; i++) {
             const zl_branch *b = &L->branch[i];
             if (b->r > 0 && b->scale != 0.0f && (b->d_down || b->d_up)) {
-                const float *u = branch_param_grads(dy, x, b, n, in, out, &s, &d);
+                const float *u = branch_param_grads(dy, x, b, n, in, out, &s, &d, kern);
                 dyup = u;
                 dyup_of = u ? i : -1;
             }
@@ -730,10 +763,10 @@ void zl_op_linear_backward(float *dx, const float *dy, const float *x, const zl_
             }
             /* the branch whose dy·up was kept first: the others' dy·up reuse the scratch it lies in (a
              * branch of a larger rank before it, e.g. a frozen adapter, would overwrite it) */
-            if (dyup_of >= 0) branch_dx(dx, dy, &L->branch[dyup_of], n, in, out, &s, dyup, &d);
+            if (dyup_of >= 0) branch_dx(dx, dy, &L->branch[dyup_of], n, in, out, &s, dyup, &d, kern);
             for (int i = 0; i < L->nbranch; i++) {
                 const zl_branch *b = &L->branch[i];
-                if (b->r > 0 && b->scale != 0.0f && i != dyup_of) branch_dx(dx, dy, b, n, in, out, &s, NULL, &d);
+                if (b->r > 0 && b->scale != 0.0f && i != dyup_of) branch_dx(dx, dy, b, n, in, out, &s, NULL, &d, kern);
             }
             if (L->delta)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, L->delta, in, 1.0f,

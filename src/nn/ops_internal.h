@@ -62,6 +62,14 @@ int zl_bf16_gemm_dx_dnnl_(float *dx, const float *dy, const uint16_t *w, int n, 
 int zl_bf16_gemm_dnnl_available_(void);
 /* linear.c: dst [cnt] = bf16(src) (nearest even), OpenMP over blocks when big. */
 void zl_f32_to_bf16_par_(uint16_t *dst, const float *src, size_t cnt);
+/* lowrank.c: one pass over A [n, m] (row stride lda) for the rank side of a low-rank branch, c columns:
+ *   R [n, c] (row stride ldr) = A · P, P(j, k) = P[j·ldp + k], or P[k·ldp + j] when p_t   (P or R NULL: not formed)
+ *   G += alpha · Aᵀ · Q, Q [n, c] (row stride ldq), G(j, k) = G[j·ldg + k], or G[k·ldg + j] when g_t
+ *                                                                                      (Q or G NULL: not formed)
+ * AVX-512; returns -1 (nothing written) on a CPU without it or when its scratch cannot be allocated. The
+ * result does not depend on thread timing. */
+int zl_lowrank_pass_(const float *A, int n, int m, size_t lda, const float *P, size_t ldp, int p_t, float *R,
+                     size_t ldr, const float *Q, size_t ldq, float *G, size_t ldg, int g_t, float alpha, int c);
 
 /* x rounded to the nearest bf16 (ties to even), as f32; NaN stays NaN (quieted), as zl_f32_to_bf16. */
 static inline float zl_bf16_round(float f) {
