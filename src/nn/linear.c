@@ -21,9 +21,15 @@
  * The backward's input gradient follows the same mode: dx = bf16(dy)·W by oneDNN (or dy rounded the same
  * way, then the fp32 paths), branches and delta with the unrounded dy; parameter gradients stay fp32.
  *
- * Nothing here runs an OpenMP region right before an sgemm: libgomp's idle workers spin for a few ms
- * (GOMP_SPINCOUNT) after a region, on the cores OpenBLAS's pthreads then need; converting a tile on the
- * calling thread is cheaper than that contention (measured: n = 128, 30 % faster).
+ * Nothing here runs an OpenMP region right before an sgemm: with OpenBLAS's pthread build libgomp's idle
+ * workers spin for a few ms (GOMP_SPINCOUNT) after a region, on the cores OpenBLAS's threads then need
+ * (and those spin in sched_yield after the sgemm); converting a tile on the calling thread is cheaper than
+ * that contention (measured: n = 128, 30 % faster). The Makefile links OpenBLAS's OpenMP build where it is
+ * installed, which shares libgomp's pool and avoids the contention altogether.
+ *
+ * The branches' rank-side products (x·downᵀ, dy·up, and the parameter gradients dyᵀ·t, uᵀ·x) run in
+ * linear_lowrank.c's AVX-512 passes with the SIMD kernels (BLAS is slow on r-column products), on BLAS
+ * otherwise and with dropout; the rank-r expansions (t·upᵀ, u·down) stay on BLAS.
  */
 #include "nn/ops.h"
 #include "nn/ops_internal.h"
@@ -568,7 +574,7 @@ typedef struct {
 } bscratch;
 
 /* The parameter gradients of ranks [r0, r0 + rr) of branch b over rows gi = dy[i0 ..], xi = x[i0 ..] (ni rows)
- * by lowrank.c's passes: t = x·downᵀ (when d_up), then one pass over dy for u = dy·up (when d_down) and
+ * by linear_lowrank.c's passes: t = x·downᵀ (when d_up), then one pass over dy for u = dy·up (when d_down) and
  * d_up += scale·dyᵀ·t, then one over x for d_down += scale·uᵀ·x. 1 when done; 0 (nothing written, or
  * only t and u, which the BLAS path then recomputes) when a pass could not run. */
 static int lowrank_param_grads(const float *gi, const float *xi, const zl_branch *b, int ni, int in, int out, int r0,

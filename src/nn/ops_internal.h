@@ -62,7 +62,7 @@ int zl_bf16_gemm_dx_dnnl_(float *dx, const float *dy, const uint16_t *w, int n, 
 int zl_bf16_gemm_dnnl_available_(void);
 /* linear.c: dst [cnt] = bf16(src) (nearest even), OpenMP over blocks when big. */
 void zl_f32_to_bf16_par_(uint16_t *dst, const float *src, size_t cnt);
-/* lowrank.c: one pass over A [n, m] (row stride lda) for the rank side of a low-rank branch, c columns:
+/* linear_lowrank.c: one pass over A [n, m] (row stride lda) for the rank side of a low-rank branch, c columns:
  *   R [n, c] (row stride ldr) = A · P, P(j, k) = P[j·ldp + k], or P[k·ldp + j] when p_t   (P or R NULL: not formed)
  *   G += alpha · Aᵀ · Q, Q [n, c] (row stride ldq), G(j, k) = G[j·ldg + k], or G[k·ldg + j] when g_t
  *                                                                                      (Q or G NULL: not formed)

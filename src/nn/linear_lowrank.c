@@ -1,4 +1,4 @@
-/* lowrank.c — the rank side of the low-rank branches (linear.c): the products of an activation matrix
+/* linear_lowrank.c — the rank side of the low-rank branches (linear.c): the products of an activation matrix
  * [n, m] (x or dy) with a factor that is only r (typically 4–64) columns wide. BLAS runs them far below
  * its peak (a [1024, 10240] · [10240, 16] product took OpenBLAS 11.7 ms on 2 cores, 19 MFLOP per ms, where
  * reading the matrix once takes ≈ 2 ms), and the backward needs two of them over the same dy. Here one
