@@ -601,27 +601,12 @@ static int all_linears(zl_zimage *m, zl_linear **out, int cap) {
     return n;
 }
 
-int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength) {
-    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), changed = 0;
-    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
-    int nl = all_linears(m, lins, cap);
-    for (int k = 0; k < nl; k++)
-        for (int j = 0; j < lins[k]->nbranch; j++) {
-            zl_branch *br = (zl_branch *)&lins[k]->branch[j];
-            for (int i = 0; i < l->n; i++) {
-                const zl_lora_module *a = &l->m[i];
-                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
-                br->scale = strength * zl_lora_module_scale(a);
-                changed++;
-                break;
-            }
-        }
-    free(lins);
-    return changed;
-}
-
-int zl_zimage_lora_set_dropout(zl_zimage *m, const zl_lora *l, float p, uint64_t key) {
-    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), changed = 0;
+/* Calls fn(branch, i, ctx) for each runtime branch of the model that belongs to LoRA module i of l (its
+ * down factor is the module's), every linear in all_linears' order; fn returns 1 when it took the branch,
+ * 0 to look further among l's modules. Returns how many branches were taken. */
+typedef int (*branch_fn)(zl_branch *br, const zl_lora *l, int i, void *ctx);
+static int each_lora_branch(zl_zimage *m, const zl_lora *l, branch_fn fn, void *ctx) {
+    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), taken = 0;
     zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
     int nl = all_linears(m, lins, cap);
     for (int k = 0; k < nl; k++)
@@ -629,16 +614,53 @@ int zl_zimage_lora_set_dropout(zl_zimage *m, const zl_lora *l, float p, uint64_t
             zl_branch *br = (zl_branch *)&lins[k]->branch[j]; /* the model's own array (add_branch) */
             for (int i = 0; i < l->n; i++) {
                 const zl_lora_module *a = &l->m[i];
-                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
-                uint64_t km[2] = {key, (uint64_t)i}; /* per module: the branches of a fused qkv share a mask */
-                br->dropout = p > 0.0f ? p : 0.0f;
-                br->drop_key = p > 0.0f ? zl_hash64(km, sizeof km, 0x64726f70ull) : 0;
-                changed++;
+                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down || !fn(br, l, i, ctx)) continue;
+                taken++;
                 break;
             }
         }
     free(lins);
-    return changed;
+    return taken;
+}
+
+static int set_strength(zl_branch *br, const zl_lora *l, int i, void *ctx) {
+    br->scale = *(const float *)ctx * zl_lora_module_scale(&l->m[i]);
+    return 1;
+}
+
+int zl_zimage_lora_set_strength(zl_zimage *m, const zl_lora *l, float strength) {
+    return each_lora_branch(m, l, set_strength, &strength);
+}
+
+typedef struct {
+    float p;
+    uint64_t key;
+} dropout_ctx;
+
+static int set_dropout(zl_branch *br, const zl_lora *l, int i, void *ctx) {
+    (void)l;
+    const dropout_ctx *d = ctx;
+    uint64_t km[2] = {d->key, (uint64_t)i}; /* per module: the branches of a fused qkv share a mask */
+    br->dropout = d->p > 0.0f ? d->p : 0.0f;
+    br->drop_key = d->p > 0.0f ? zl_hash64(km, sizeof km, 0x64726f70ull) : 0;
+    return 1;
+}
+
+int zl_zimage_lora_set_dropout(zl_zimage *m, const zl_lora *l, float p, uint64_t key) {
+    dropout_ctx d = {p, key};
+    return each_lora_branch(m, l, set_dropout, &d);
+}
+
+/* The gradient buffers of module i of g on the branch: a fused module's branches share down and take
+ * their rows of up (the branch must point into this module's up). */
+static int attach_grads(zl_branch *br, const zl_lora *l, int i, void *ctx) {
+    const zl_lora_module *a = &l->m[i];
+    const zl_lora *g = ctx;
+    size_t nup = (size_t)a->p[ZL_P_UP].shape[0] * (size_t)a->rank;
+    if (br->up < a->p[ZL_P_UP].data || br->up >= a->p[ZL_P_UP].data + nup) return 0;
+    br->d_down = g->m[i].p[ZL_P_DOWN].data;
+    br->d_up = g->m[i].p[ZL_P_UP].data + (br->up - a->p[ZL_P_UP].data);
+    return 1;
 }
 
 int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
@@ -651,25 +673,7 @@ int zl_zimage_lora_grads(zl_zimage *m, const zl_lora *l, zl_lora *g) {
                 memcmp(a->p[p].shape, b->p[p].shape, sizeof a->p[p].shape))
                 return zl_err("LoRA gradients: module %s has another shape in the gradient LoRA", a->key);
     }
-    int cap = 6 + 8 * (2 * m->cfg.n_refiner + m->cfg.n_layers), nl, attached = 0;
-    zl_linear **lins = zl_xmalloc(sizeof(zl_linear *) * (size_t)cap);
-    nl = all_linears(m, lins, cap);
-    for (int k = 0; k < nl; k++)
-        for (int j = 0; j < lins[k]->nbranch; j++) {
-            zl_branch *br = (zl_branch *)&lins[k]->branch[j]; /* the model's own array (add_branch) */
-            for (int i = 0; i < l->n; i++) {
-                const zl_lora_module *a = &l->m[i];
-                if (a->kind != ZL_AD_LORA || a->p[ZL_P_DOWN].data != br->down) continue;
-                size_t nup = (size_t)a->p[ZL_P_UP].shape[0] * (size_t)a->rank;
-                if (br->up < a->p[ZL_P_UP].data || br->up >= a->p[ZL_P_UP].data + nup) continue;
-                br->d_down = g->m[i].p[ZL_P_DOWN].data;
-                br->d_up = g->m[i].p[ZL_P_UP].data + (br->up - a->p[ZL_P_UP].data);
-                attached++;
-                break;
-            }
-        }
-    free(lins);
-    return attached;
+    return each_lora_branch(m, l, attach_grads, g);
 }
 
 int zl_zimage_remove_loras(zl_zimage *m) {
