@@ -33,6 +33,21 @@ static int same_bytes(const char *a, const char *b) {
     return zl_test_run(cmd, NULL) == 0;
 }
 
+/* Runs a `zlora compare` command line; its summary.json (from the output folder out), or NULL when the
+ * command failed (its output printed) or wrote none. */
+static cJSON *run_compare(const char *cmd, const char *out) {
+    char *o = NULL;
+    if (zl_test_run(cmd, &o) != 0) {
+        fprintf(stderr, "%s", o ? o : "");
+        free(o);
+        return NULL;
+    }
+    free(o);
+    char p[700];
+    snprintf(p, sizeof p, "%s/summary.json", out);
+    return zl_test_read_json(p);
+}
+
 TEST(nano_generate_turbo_is_deterministic_and_sharper_than_base_at_8_steps) {
     const char *d = zl_test_dir();
     char cmd[4000], a[600], b[600];
@@ -56,13 +71,8 @@ TEST(nano_generate_turbo_is_deterministic_and_sharper_than_base_at_8_steps) {
                           " {\"name\": \"base 30 cfg 4\", \"model\": \"base\", \"preset\": \"base\"}]\n") == 0);
     snprintf(cmd, sizeof cmd, "%s -q compare --model %s/turbo --base-model %s/base --config %s --prompts %s --seeds 1-3 "
              "-W 64 -H 64 --grid-cell 0 --no-cache -o %s 2>&1", zl_test_bin(), NANO, NANO, cfg, prompts, out);
-    char *o = NULL;
-    CHECK_MSG(zl_test_run(cmd, &o) == 0, "%s", o ? o : "");
-    free(o);
-    char p[700];
-    snprintf(p, sizeof p, "%s/summary.json", out);
-    cJSON *s = zl_test_read_json(p);
-    CHECK(s);
+    cJSON *s = run_compare(cmd, out);
+    CHECK_MSG(s, "compare failed or wrote no %s/summary.json", out);
     double st = num(s, "turbo", "sharpness"), sb = num(s, "base", "sharpness"), sb30 = num(s, "base 30 cfg 4", "sharpness");
     cJSON_Delete(s);
     fprintf(stderr, "  sharpness at 8 steps: turbo %.5f, base %.5f; base at 30 steps CFG 4: %.5f\n", st, sb, sb30);
@@ -133,13 +143,8 @@ TEST(nano_lora_routes_trigger_and_patch) {
     CHECK(write_file(cfg, json) == 0);
     snprintf(cmd, sizeof cmd, "%s -q compare --model %s/turbo --config %s --prompts %s --seeds 1-4 --trigger zxq -W 64 -H 64 "
              "--grid-cell 0 --no-cache -o %s 2>&1", zl_test_bin(), NANO, cfg, prompts, out);
-    char *o = NULL;
-    CHECK_MSG(zl_test_run(cmd, &o) == 0, "%s", o ? o : "");
-    free(o);
-    char p[700];
-    snprintf(p, sizeof p, "%s/summary.json", out);
-    cJSON *s = zl_test_read_json(p);
-    CHECK(s);
+    cJSON *s = run_compare(cmd, out);
+    CHECK_MSG(s, "compare failed or wrote no %s/summary.json", out);
     double et = num(s, "adapter", "effect"), eo = num(s, "adapter", "effect_other");
     double sd = num(s, "direct", "sharpness"), sp = num(s, "direct+patch", "sharpness");
     cJSON_Delete(s);
@@ -147,6 +152,7 @@ TEST(nano_lora_routes_trigger_and_patch) {
     CHECK_MSG(et > 0.02, "the LoRA barely changes the trigger prompts: %g", et);
     CHECK_MSG(et > 1.2 * eo, "trigger prompts change %g, other prompts %g", et, eo);
     CHECK_MSG(sp > 1.1 * sd, "the patch does not sharpen the direct LoRA at 8 steps: %g vs %g", sp, sd);
-    snprintf(p, sizeof p, "%s/report.html", out);
-    CHECK(zl_file_exists(p));
+    char rep[700];
+    snprintf(rep, sizeof rep, "%s/report.html", out);
+    CHECK(zl_file_exists(rep));
 }
